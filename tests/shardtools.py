@@ -16,7 +16,9 @@ def random_video(rng: np.random.Generator, video_id: str, num_frames: int, num_c
     return video_id, labels, rgb, audio
 
 
-def write_shards(directory: Path, num_files: int, per_file: int, seed: int = 0, max_len: int = 40) -> dict:
+def write_shards(
+    directory: Path, num_files: int, per_file: int, seed: int = 0, max_len: int = 40
+) -> dict:
     """Write ``num_files`` frame-level shards; returns {video id: (labels, rgb, audio)}."""
     rng = np.random.default_rng(seed)
     videos = {}
@@ -24,7 +26,9 @@ def write_shards(directory: Path, num_files: int, per_file: int, seed: int = 0, 
     for f in range(num_files):
         with RecordWriter(str(directory / f"train{f:04d}.tfrecord")) as writer:
             for i in range(per_file):
-                vid, labels, rgb, audio = random_video(rng, f"v{f:02d}{i:03d}", int(rng.integers(1, max_len)))
+                vid, labels, rgb, audio = random_video(
+                    rng, f"v{f:02d}{i:03d}", int(rng.integers(1, max_len))
+                )
                 writer.write(encode_frame_example(vid, labels, rgb, audio))
                 videos[vid] = (labels, rgb, audio)
     return videos

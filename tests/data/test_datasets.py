@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from shardtools import random_video, write_shards
 from torch.utils.data import DataLoader
 
+from shardtools import random_video, write_shards
 from vidistill.data import (
     CorruptRecordError,
     RecordWriter,
@@ -36,8 +36,14 @@ def test_two_workers_times_two_ranks_see_every_record_exactly_once(shards, train
     seen = []
     for rank in range(2):
         dataset = YT8MDataset(
-            str(directory / "*.tfrecord"), num_classes=10, batch_size=4, num_workers=2,
-            rank=rank, world_size=2, train=train, shuffle_buffer=5,
+            str(directory / "*.tfrecord"),
+            num_classes=10,
+            batch_size=4,
+            num_workers=2,
+            rank=rank,
+            world_size=2,
+            train=train,
+            shuffle_buffer=5,
         )
         seen += ids_seen(dataset)
     counts = Counter(seen)
@@ -51,7 +57,17 @@ def test_two_workers_times_two_ranks_see_every_record_exactly_once(shards, train
 def test_ranks_get_equal_batches_in_ddp_training(shards):
     directory, _ = shards
     lengths = {
-        rank: len(YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, batch_size=2, num_workers=2, rank=rank, world_size=3, train=True))
+        rank: len(
+            YT8MDataset(
+                str(directory / "*.tfrecord"),
+                num_classes=10,
+                batch_size=2,
+                num_workers=2,
+                rank=rank,
+                world_size=3,
+                train=True,
+            )
+        )
         for rank in range(3)
     }
     assert len(set(lengths.values())) == 1
@@ -60,12 +76,19 @@ def test_ranks_get_equal_batches_in_ddp_training(shards):
 def test_plan_ranges_partitions_the_records():
     counts = [5, 0, 7, 3]
     for consumers in (1, 2, 3, 4, 7, 20):
-        parts = [plan_ranges(counts, [2, 0, 3, 1], c, consumers, equal=False) for c in range(consumers)]
+        parts = [
+            plan_ranges(counts, [2, 0, 3, 1], c, consumers, equal=False) for c in range(consumers)
+        ]
         flat = [(f, i) for part in parts for f, lo, hi in part for i in range(lo, hi)]
         assert sorted(flat) == sorted((f, i) for f, n in enumerate(counts) for i in range(n))
         sizes = [sum(hi - lo for _, lo, hi in part) for part in parts]
         assert max(sizes) - min(sizes) <= 1
-        equal = [sum(hi - lo for _, lo, hi in plan_ranges(counts, [0, 1, 2, 3], c, consumers, equal=True)) for c in range(consumers)]
+        equal = [
+            sum(
+                hi - lo for _, lo, hi in plan_ranges(counts, [0, 1, 2, 3], c, consumers, equal=True)
+            )
+            for c in range(consumers)
+        ]
         assert len(set(equal)) == 1 and equal[0] == 15 // consumers
 
 
@@ -73,7 +96,9 @@ def test_training_order_changes_per_epoch_and_repeats_per_seed(shards):
     directory, _ = shards
 
     def order(epoch, seed=0):
-        dataset = YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, batch_size=3, train=True, seed=seed)
+        dataset = YT8MDataset(
+            str(directory / "*.tfrecord"), num_classes=10, batch_size=3, train=True, seed=seed
+        )
         dataset.set_epoch(epoch)
         return ids_seen(dataset)
 
@@ -91,7 +116,9 @@ def test_evaluation_order_is_the_file_order(shards):
 
 def test_frame_batches_pad_mask_and_dequantize(shards):
     directory, videos = shards
-    dataset = YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, batch_size=5, sampler="uniform", k=8)
+    dataset = YT8MDataset(
+        str(directory / "*.tfrecord"), num_classes=10, batch_size=5, sampler="uniform", k=8
+    )
     batch = next(iter(dataset))
     assert batch["frames"].shape == (5, 8, 1152) and batch["frames"].dtype == torch.uint8
     for row, video_id in enumerate(batch["ids"]):
@@ -105,7 +132,9 @@ def test_frame_batches_pad_mask_and_dequantize(shards):
         assert torch.nonzero(batch["labels"][row]).flatten().tolist() == sorted(labels.tolist())
     values = dequantize_batch(dict(batch))["frames"]
     assert values.dtype == torch.float32
-    np.testing.assert_allclose(values[batch["mask"]].numpy(), dequantize(batch["frames"][batch["mask"]].numpy()))
+    np.testing.assert_allclose(
+        values[batch["mask"]].numpy(), dequantize(batch["frames"][batch["mask"]].numpy())
+    )
     assert torch.all(values[~batch["mask"]] == 0.0)  # padding is 0.0 after dequantization
 
 
@@ -118,7 +147,9 @@ def test_max_frames_truncates_to_the_first_frames(tmp_path):
     assert batch["frames"].shape[1] == 25 and batch["num_frames"].item() == 25
     np.testing.assert_array_equal(batch["frames"][0, :, :1024].numpy(), rgb[:25])
     with pytest.raises(ValueError, match="k=30 .* max_frames=25"):
-        YT8MDataset(str(tmp_path / "a.tfrecord"), num_classes=10, max_frames=25, sampler="uniform", k=30)
+        YT8MDataset(
+            str(tmp_path / "a.tfrecord"), num_classes=10, max_frames=25, sampler="uniform", k=30
+        )
 
 
 def test_segment_mode_yields_rated_segments_with_weights(tmp_path):
@@ -140,7 +171,11 @@ def test_segment_mode_yields_rated_segments_with_weights(tmp_path):
     assert batch["mask"][1].tolist() == [True, True, True, False, False]  # the video ends at 13
     assert batch["label_weights"][0].nonzero().flatten().tolist() == [3]
     assert batch["label_weights"][1].nonzero().flatten().tolist() == [3, 7]
-    assert batch["labels"][1, 3] == 1.0 and batch["labels"][1, 7] == 0.0 and batch["labels"][0].sum() == 0
+    assert (
+        batch["labels"][1, 3] == 1.0
+        and batch["labels"][1, 7] == 0.0
+        and batch["labels"][0].sum() == 0
+    )
 
 
 def test_video_mode_is_a_one_frame_video(tmp_path):
@@ -148,9 +183,13 @@ def test_video_mode_is_a_one_frame_video(tmp_path):
     mean_audio = np.linspace(0, 1, 128, dtype=np.float32)
     with RecordWriter(str(tmp_path / "v.tfrecord")) as writer:
         writer.write(encode_video_example("v", [2], mean_rgb, mean_audio))
-    batch = dequantize_batch(next(iter(YT8MDataset(str(tmp_path / "v.tfrecord"), num_classes=10, mode="video"))))
+    batch = dequantize_batch(
+        next(iter(YT8MDataset(str(tmp_path / "v.tfrecord"), num_classes=10, mode="video")))
+    )
     assert batch["frames"].shape == (1, 1, 1152) and batch["mask"].all()
-    np.testing.assert_array_equal(batch["frames"][0, 0].numpy(), np.concatenate([mean_rgb, mean_audio]))
+    np.testing.assert_array_equal(
+        batch["frames"][0, 0].numpy(), np.concatenate([mean_rgb, mean_audio])
+    )
 
 
 def test_bad_configuration_and_missing_files(shards, tmp_path):
@@ -170,7 +209,10 @@ def test_bad_configuration_and_missing_files(shards, tmp_path):
 
 def test_labels_outside_vocabulary_raise_with_location(shards):
     directory, _ = shards
-    with pytest.raises(CorruptRecordError, match=r"train0000.tfrecord: record \d+ .*outside the vocabulary \[0, 2\)"):
+    with pytest.raises(
+        CorruptRecordError,
+        match=r"train0000.tfrecord: record \d+ .*outside the vocabulary \[0, 2\)",
+    ):
         list(YT8MDataset(str(directory / "*.tfrecord"), num_classes=2))
 
 
@@ -191,7 +233,11 @@ def test_on_corrupt_skip_counts_and_keeps_the_rest(tmp_path, caplog):
     with pytest.raises(CorruptRecordError, match="record 2 .*payload checksum"):
         list(YT8MDataset(str(directory / "*.tfrecord"), num_classes=10))
     with caplog.at_level(logging.WARNING):
-        seen = ids_seen(YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, on_corrupt="skip", batch_size=4))
+        seen = ids_seen(
+            YT8MDataset(
+                str(directory / "*.tfrecord"), num_classes=10, on_corrupt="skip", batch_size=4
+            )
+        )
     assert set(seen) == set(videos) - {"v01002"}
     assert "record 2" in caplog.text and "1 records skipped" in caplog.text
 
@@ -203,6 +249,8 @@ def test_on_corrupt_skip_counts_and_keeps_the_rest(tmp_path, caplog):
         YT8MDataset(str(directory / "*.tfrecord"), num_classes=10)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        seen = ids_seen(YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, on_corrupt="skip"))
+        seen = ids_seen(
+            YT8MDataset(str(directory / "*.tfrecord"), num_classes=10, on_corrupt="skip")
+        )
     assert set(seen) == set(videos) - {"v01002", "v01004", "v01005"}
     assert "only the 4 records before a broken header" in caplog.text

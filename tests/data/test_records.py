@@ -11,6 +11,7 @@ from tfrecord import example_pb2
 from tfrecord.reader import sequence_loader
 from tfrecord.writer import TFRecordWriter
 
+from shardtools import random_video, write_shards
 from vidistill.data import (
     CorruptRecordError,
     RecordWriter,
@@ -20,8 +21,6 @@ from vidistill.data import (
     read_records,
 )
 from vidistill.data.records import RecordDecoder, _InvalidPayload, masked_crc32c, scan_offsets
-
-from shardtools import random_video, write_shards
 
 
 def write(path, payloads):
@@ -138,15 +137,20 @@ def test_checksums_and_framing_match_the_tfrecord_package(tmp_path):
     vid, labels, rgb, audio = random_video(rng, "compat", 6)
     write(tmp_path / "ours.tfrecord", [encode_frame_example(vid, labels, rgb, audio)])
     ((context, features),) = list(
-        sequence_loader(str(tmp_path / "ours.tfrecord"), None, {"id": "byte", "labels": "int"}, {"rgb": "byte"})
+        sequence_loader(
+            str(tmp_path / "ours.tfrecord"), None, {"id": "byte", "labels": "int"}, {"rgb": "byte"}
+        )
     )
     assert bytes(context["id"]).decode() == "compat"
-    frames = [np.frombuffer(b"".join(f) if isinstance(f, list) else bytes(f), np.uint8) for f in features["rgb"]]
+    frames = [np.frombuffer(f, np.uint8) for f in features["rgb"]]  # one bytes value per frame
     assert np.array_equal(np.stack(frames), rgb)
     writer = TFRecordWriter(str(tmp_path / "theirs.tfrecord"))
     writer.write(
         {"id": (b"theirs", "byte"), "labels": ([4], "int")},
-        {"rgb": ([frame.tobytes() for frame in rgb], "byte"), "audio": ([frame.tobytes() for frame in audio], "byte")},
+        {
+            "rgb": ([frame.tobytes() for frame in rgb], "byte"),
+            "audio": ([frame.tobytes() for frame in audio], "byte"),
+        },
     )
     writer.close()
     (record,) = read_records(str(tmp_path / "theirs.tfrecord"))
@@ -232,11 +236,17 @@ def test_rgb_frame_of_wrong_size_is_named(tmp_path):
 
 def test_empty_video_and_unequal_modalities(tmp_path):
     empty = np.zeros((0, 1024), np.uint8)
-    write(tmp_path / "e.tfrecord", [encode_frame_example("empty", [1], empty, np.zeros((0, 128), np.uint8))])
+    write(
+        tmp_path / "e.tfrecord",
+        [encode_frame_example("empty", [1], empty, np.zeros((0, 128), np.uint8))],
+    )
     with pytest.raises(CorruptRecordError, match="'empty' has zero frames"):
         list(read_records(str(tmp_path / "e.tfrecord")))
     rgb = np.zeros((3, 1024), np.uint8)
-    write(tmp_path / "u.tfrecord", [encode_frame_example("uneq", [1], rgb, np.zeros((2, 128), np.uint8))])
+    write(
+        tmp_path / "u.tfrecord",
+        [encode_frame_example("uneq", [1], rgb, np.zeros((2, 128), np.uint8))],
+    )
     with pytest.raises(CorruptRecordError, match="3 rgb frames but 2 audio frames"):
         list(read_records(str(tmp_path / "u.tfrecord")))
 
@@ -256,11 +266,21 @@ def test_labels_outside_the_vocabulary(tmp_path):
 def test_segment_arrays_must_be_parallel_and_five_frames_long(tmp_path):
     rng = np.random.default_rng(10)
     vid, labels, rgb, audio = random_video(rng, "bad", 12)
-    bad = {"segment_start_times": [0, 5], "segment_end_times": [5, 10], "segment_labels": [1], "segment_scores": [1.0, 0.0]}
+    bad = {
+        "segment_start_times": [0, 5],
+        "segment_end_times": [5, 10],
+        "segment_labels": [1],
+        "segment_scores": [1.0, 0.0],
+    }
     write(tmp_path / "a.tfrecord", [encode_frame_example(vid, labels, rgb, audio, bad)])
     with pytest.raises(CorruptRecordError, match="segment arrays differ in length"):
         list(read_records(str(tmp_path / "a.tfrecord"), schema="segment"))
-    bad = {"segment_start_times": [0], "segment_end_times": [6], "segment_labels": [1], "segment_scores": [1.0]}
+    bad = {
+        "segment_start_times": [0],
+        "segment_end_times": [6],
+        "segment_labels": [1],
+        "segment_scores": [1.0],
+    }
     write(tmp_path / "b.tfrecord", [encode_frame_example(vid, labels, rgb, audio, bad)])
     with pytest.raises(CorruptRecordError, match="end = start \\+ 5"):
         list(read_records(str(tmp_path / "b.tfrecord"), schema="segment"))

@@ -30,7 +30,6 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from vidistill.data.records import (
-    AUDIO_SIZE,
     FEATURE_SIZE,
     RGB_SIZE,
     SEGMENT_LENGTH,
@@ -66,7 +65,11 @@ def expand_files(patterns: str | Sequence[str]) -> list[str]:
         patterns = [patterns]
     files: list[str] = []
     for pattern in patterns:
-        matches = sorted(p for p in glob.glob(os.path.expanduser(str(pattern)), recursive=True) if os.path.isfile(p))
+        matches = sorted(
+            p
+            for p in glob.glob(os.path.expanduser(str(pattern)), recursive=True)
+            if os.path.isfile(p)
+        )
         if not matches:
             raise FileNotFoundError(f"no TFRecord files match {str(pattern)!r}")
         files.extend(matches)
@@ -77,7 +80,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("VIDISTILL_CACHE", Path.home() / ".cache" / "vidistill")) / "index"
 
 
-def record_offsets(path: str, cache_dir: str | Path | None = None, strict: bool = True) -> np.ndarray:
+def record_offsets(
+    path: str, cache_dir: str | Path | None = None, strict: bool = True
+) -> np.ndarray:
     """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime.
 
     A file whose framing breaks raises :class:`CorruptRecordError`; with ``strict=False`` the
@@ -85,7 +90,9 @@ def record_offsets(path: str, cache_dir: str | Path | None = None, strict: bool 
     indexes are cached.
     """
     stat = os.stat(path)
-    key = hashlib.sha1(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha1(
+        f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache / f"{key}.npy"
     try:
@@ -96,7 +103,11 @@ def record_offsets(path: str, cache_dir: str | Path | None = None, strict: bool 
     if error is not None:
         if strict:
             raise error
-        log.warning("on_corrupt=skip: reading only the %d records before a broken header: %s", len(offsets), error)
+        log.warning(
+            "on_corrupt=skip: reading only the %d records before a broken header: %s",
+            len(offsets),
+            error,
+        )
         return offsets
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -167,7 +178,9 @@ def collate_frames(
     }
 
 
-def collate_segments(samples: Sequence[dict], num_classes: int) -> dict[str, torch.Tensor | list[str]]:
+def collate_segments(
+    samples: Sequence[dict], num_classes: int
+) -> dict[str, torch.Tensor | list[str]]:
     """Batch of rated 5-frame segments: like :func:`collate_frames` plus ``label_weights`` [B, C],
     1 where the (segment, class) pair is rated, so the loss can ignore unrated pairs."""
     batch = len(samples)
@@ -192,7 +205,9 @@ def collate_segments(samples: Sequence[dict], num_classes: int) -> dict[str, tor
     }
 
 
-def collate_videos(records: Sequence[VideoRecord], num_classes: int) -> dict[str, torch.Tensor | list[str]]:
+def collate_videos(
+    records: Sequence[VideoRecord], num_classes: int
+) -> dict[str, torch.Tensor | list[str]]:
     """Video-level records as one-frame videos: ``frames`` float32 [B, 1, 1152] holds the mean
     features, so every frame model also runs on video-level data."""
     batch = len(records)
@@ -211,7 +226,9 @@ def collate_videos(records: Sequence[VideoRecord], num_classes: int) -> dict[str
     }
 
 
-def dequantize_batch(batch: dict, max_quantized_value: float = 2.0, min_quantized_value: float = -2.0) -> dict:
+def dequantize_batch(
+    batch: dict, max_quantized_value: float = 2.0, min_quantized_value: float = -2.0
+) -> dict:
     """Turn uint8 ``frames`` into float32 in place of the batch, padding frames set to 0.0."""
     frames = batch["frames"]
     if frames.dtype == torch.uint8:
@@ -226,7 +243,13 @@ def segment_samples(record: SegmentRecord) -> Iterator[dict]:
     starts = record.segment_start_times
     for start in np.unique(starts):
         rated = starts == start
-        frames = np.concatenate([record.rgb[start : start + SEGMENT_LENGTH], record.audio[start : start + SEGMENT_LENGTH]], axis=1)
+        frames = np.concatenate(
+            [
+                record.rgb[start : start + SEGMENT_LENGTH],
+                record.audio[start : start + SEGMENT_LENGTH],
+            ],
+            axis=1,
+        )
         yield {
             "id": f"{record.id}:{int(start)}",
             "frames": frames,
@@ -286,7 +309,9 @@ class YT8MDataset(IterableDataset):
         if mode not in MODES:
             raise ValueError(f"unknown data mode {mode!r}; choose one of {', '.join(MODES)}")
         if on_corrupt not in ON_CORRUPT:
-            raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
+            raise ValueError(
+                f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}"
+            )
         if num_classes <= 0 or batch_size <= 0 or max_frames <= 0:
             raise ValueError("num_classes, batch_size and max_frames must be positive")
         self.files = expand_files(files)
@@ -305,7 +330,9 @@ class YT8MDataset(IterableDataset):
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
         self.epoch = 0
-        self.offsets = [record_offsets(f, index_cache, strict=on_corrupt == "raise") for f in self.files]
+        self.offsets = [
+            record_offsets(f, index_cache, strict=on_corrupt == "raise") for f in self.files
+        ]
         self.counts = [len(o) for o in self.offsets]
 
     # -- placement ---------------------------------------------------------------------------
@@ -331,14 +358,22 @@ class YT8MDataset(IterableDataset):
     def _ranges(self, rank: int, world: int, worker: int) -> list[tuple[int, int, int]]:
         workers = max(self.num_workers, 1)
         return plan_ranges(
-            self.counts, self._file_order(), rank * workers + worker, world * workers, self.train and world > 1
+            self.counts,
+            self._file_order(),
+            rank * workers + worker,
+            world * workers,
+            self.train and world > 1,
         )
 
     @property
     def num_records(self) -> int:
         """Records this rank reads per epoch."""
         rank, world = self._placement()
-        return sum(hi - lo for w in range(max(self.num_workers, 1)) for _, lo, hi in self._ranges(rank, world, w))
+        return sum(
+            hi - lo
+            for w in range(max(self.num_workers, 1))
+            for _, lo, hi in self._ranges(rank, world, w)
+        )
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (exact; unknown in segment mode)."""
@@ -365,7 +400,11 @@ class YT8MDataset(IterableDataset):
         consumer = rank * max(self.num_workers, 1) + worker
         samples = self._samples(self._ranges(rank, world, worker))
         if self.train and self.shuffle_buffer > 1:
-            samples = _shuffled(samples, self.shuffle_buffer, np.random.default_rng([self.seed, self.epoch, consumer, 1]))
+            samples = _shuffled(
+                samples,
+                self.shuffle_buffer,
+                np.random.default_rng([self.seed, self.epoch, consumer, 1]),
+            )
         pending: list = []
         for sample in samples:
             pending.append(sample)
@@ -395,8 +434,8 @@ class YT8MDataset(IterableDataset):
         decoder = RecordDecoder(self.mode, self.num_classes, selector)
         for file_index, start, stop in ranges:
             path = self.files[file_index]
-            offset = int(self.offsets[file_index][start])
-            for index, offset, payload in iter_payloads(path, offset, start, stop, on_bad_payload):
+            first = int(self.offsets[file_index][start])
+            for index, offset, payload in iter_payloads(path, first, start, stop, on_bad_payload):
                 try:
                     record = decoder.decode(payload)
                 except _InvalidPayload as e:

@@ -313,7 +313,10 @@ def _regular_frames(payload: bytes, span: tuple[int, int], size: int) -> np.ndar
     if (end - start) % stride:
         return None
     rows = np.frombuffer(payload, np.uint8, count=end - start, offset=start).reshape(-1, stride)
-    if not np.array_equal(rows[:, : len(prefix)], np.broadcast_to(np.frombuffer(prefix, np.uint8), (len(rows), len(prefix)))):
+    if not np.array_equal(
+        rows[:, : len(prefix)],
+        np.broadcast_to(np.frombuffer(prefix, np.uint8), (len(rows), len(prefix))),
+    ):
         return None
     return rows[:, len(prefix) :]
 
@@ -326,7 +329,10 @@ class RecordDecoder:
     """
 
     def __init__(
-        self, schema: str = "frame", num_classes: int | None = None, select: FrameSelector | None = None
+        self,
+        schema: str = "frame",
+        num_classes: int | None = None,
+        select: FrameSelector | None = None,
     ):
         if schema not in SCHEMAS:
             raise ValueError(f"unknown schema {schema!r}; expected one of {', '.join(SCHEMAS)}")
@@ -351,7 +357,9 @@ class RecordDecoder:
         labels = self._labels(context, "labels", video_id)
         if self.schema == "frame":
             return FrameRecord(video_id, labels, rgb, audio, n, indices)
-        return SegmentRecord(video_id, labels, rgb, audio, n, indices, *self._segments(context, video_id))
+        return SegmentRecord(
+            video_id, labels, rgb, audio, n, indices, *self._segments(context, video_id)
+        )
 
     def _regular_layout(self, payload: bytes):
         split = _split_sequence_example(payload)
@@ -366,7 +374,12 @@ class RecordDecoder:
             context = example_pb2.Features.FromString(context_bytes).feature
         except DecodeError:
             return None
-        return context, _video_id(context), len(rgb), lambda indices: (_rows(rgb, indices), _rows(audio, indices))
+        return (
+            context,
+            _video_id(context),
+            len(rgb),
+            lambda indices: (_rows(rgb, indices), _rows(audio, indices)),
+        )
 
     def _protobuf_layout(self, payload: bytes):
         try:
@@ -411,9 +424,11 @@ class RecordDecoder:
         starts = _int64s(context, "segment_start_times")
         ends = _int64s(context, "segment_end_times")
         labels = self._labels(context, "segment_labels", video_id)
-        scores = np.asarray(context["segment_scores"].float_list.value, dtype=np.float32) if (
-            "segment_scores" in context
-        ) else np.zeros(0, np.float32)
+        scores = (
+            np.asarray(context["segment_scores"].float_list.value, dtype=np.float32)
+            if ("segment_scores" in context)
+            else np.zeros(0, np.float32)
+        )
         sizes = {len(starts), len(ends), len(labels), len(scores)}
         if len(sizes) != 1:
             raise _InvalidPayload(
@@ -442,17 +457,26 @@ class RecordDecoder:
             )
         mean_rgb = np.asarray(features["mean_rgb"].float_list.value, dtype=np.float32)
         mean_audio = np.asarray(features["mean_audio"].float_list.value, dtype=np.float32)
-        for name, values, size in (("mean_rgb", mean_rgb, RGB_SIZE), ("mean_audio", mean_audio, AUDIO_SIZE)):
+        for name, values, size in (
+            ("mean_rgb", mean_rgb, RGB_SIZE),
+            ("mean_audio", mean_audio, AUDIO_SIZE),
+        ):
             if values.shape != (size,):
-                raise _InvalidPayload(f"video {video_id!r}: {name} has {values.size} values, expected {size}")
-        return VideoRecord(video_id, self._labels(features, "labels", video_id), mean_rgb, mean_audio)
+                raise _InvalidPayload(
+                    f"video {video_id!r}: {name} has {values.size} values, expected {size}"
+                )
+        return VideoRecord(
+            video_id, self._labels(features, "labels", video_id), mean_rgb, mean_audio
+        )
 
     def _labels(self, features, key: str, video_id: str) -> np.ndarray:
         labels = _int64s(features, key)
         if labels.size:
             bad = labels[(labels < 0) | (labels >= (self.num_classes or np.iinfo(np.int64).max))]
             if bad.size:
-                vocabulary = f"[0, {self.num_classes})" if self.num_classes else "non-negative indices"
+                vocabulary = (
+                    f"[0, {self.num_classes})" if self.num_classes else "non-negative indices"
+                )
                 raise _InvalidPayload(
                     f"video {video_id!r}: {key} {bad.tolist()} outside the vocabulary {vocabulary}"
                 )
@@ -553,7 +577,9 @@ def encode_frame_example(
     if segments is not None:
         for key in ("segment_start_times", "segment_end_times", "segment_labels"):
             context[key].int64_list.value.extend(int(x) for x in segments[key])
-        context["segment_scores"].float_list.value.extend(float(x) for x in segments["segment_scores"])
+        context["segment_scores"].float_list.value.extend(
+            float(x) for x in segments["segment_scores"]
+        )
     lists = example.feature_lists.feature_list
     for name, frames in (("rgb", rgb), ("audio", audio)):
         frame_list = lists[name].feature
@@ -585,7 +611,7 @@ class RecordWriter:
     def __init__(self, path: str):
         self.path = path
         self.offsets: list[int] = []
-        self._file = open(path, "wb")
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close() / the context manager
         self._position = 0
 
     def write(self, payload: bytes) -> None:
