@@ -136,6 +136,8 @@ def test_frame_batches_pad_mask_and_dequantize(shards):
         values[batch["mask"]].numpy(), dequantize(batch["frames"][batch["mask"]].numpy())
     )
     assert torch.all(values[~batch["mask"]] == 0.0)  # padding is 0.0 after dequantization
+    formula = dequantize_batch(dict(batch), per_row=False)["frames"]  # the accelerator path
+    assert torch.equal(formula, values)
 
 
 def test_max_frames_truncates_to_the_first_frames(tmp_path):

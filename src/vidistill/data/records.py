@@ -87,7 +87,10 @@ def dequantize(
     scale = span / 255.0
     bias = span / 512.0 + min_quantized_value
     if isinstance(x, torch.Tensor):
-        return x.to(torch.float32) * scale + bias
+        # One allocation, then in place: this runs on every batch and is memory bound.
+        # One conversion, then in place: this runs on every batch and is memory bound (a
+        # uint8 * float multiply is several times slower than the conversion on CPU).
+        return x.to(torch.float32).mul_(scale).add_(bias)
     return np.asarray(x, dtype=np.float32) * np.float32(scale) + np.float32(bias)
 
 

@@ -1,0 +1,246 @@
+"""LightningDataModules: YT8M shards given by globs, and the built-in synthetic set."""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from vidistill.data.datasets import YT8MDataset, dequantize_batch
+
+Files = str | Sequence[str] | None
+
+# Lightning cannot know that YT8MDataset.__len__ is exact for every worker layout; it is.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+
+
+def read_vocabulary(path: str | os.PathLike) -> np.ndarray:
+    """Training video count per class from a YT8M ``vocabulary.csv`` (int64 [C], C = largest
+    ``Index`` + 1; classes without a count get 0)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or "Index" not in reader.fieldnames:
+            raise ValueError(
+                f"{path}: not a YT8M vocabulary file (no 'Index' column in the header)"
+            )
+        rows = [(int(row["Index"]), int(row.get("TrainVideoCount") or 0)) for row in reader]
+    if not rows:
+        raise ValueError(f"{path}: the vocabulary is empty")
+    counts = np.zeros(max(index for index, _ in rows) + 1, np.int64)
+    for index, count in rows:
+        counts[index] = count
+    return counts
+
+
+def read_vocabulary_size(path: str | os.PathLike) -> int:
+    """Number of classes in a YT8M ``vocabulary.csv``."""
+    return len(read_vocabulary(path))
+
+
+class _EpochLoader(DataLoader):
+    """Tells the streaming dataset the trainer's epoch before each pass, so shuffling and random
+    frames change every epoch and a resumed run repeats the epoch it was interrupted in."""
+
+    def __init__(self, dataset: YT8MDataset, epoch: Callable[[], int], **kwargs: Any):
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self._epoch = epoch
+
+    def __iter__(self):
+        self.dataset.set_epoch(self._epoch())
+        return super().__iter__()
+
+
+class YT8MDataModule(pl.LightningDataModule):
+    """YouTube-8M TFRecord shards for training, validation, test and prediction.
+
+    Args:
+        train_files, val_files, test_files, predict_files: glob patterns (or lists of them).
+        num_classes: label vocabulary size; read from ``vocabulary`` when omitted. When both
+            are given they must agree.
+        vocabulary: path of a ``vocabulary.csv``.
+        mode: ``frame`` | ``segment`` | ``video`` (see :class:`YT8MDataset`).
+        sampler, k, stride: frame selection for every split (``all`` by default).
+        batch_size: training batch; ``eval_batch_size`` defaults to it.
+        dequantize_range: (max, min) quantization range of the official formula.
+
+    Batches arrive at the model as dicts with float32 ``frames`` [B, T, 1152] (dequantized after
+    the transfer to the device; padding 0.0), bool ``mask`` [B, T], int ``num_frames`` [B],
+    float ``labels`` [B, C] and ``ids``; segment batches add ``label_weights`` [B, C].
+    """
+
+    def __init__(
+        self,
+        train_files: Files = None,
+        val_files: Files = None,
+        test_files: Files = None,
+        predict_files: Files = None,
+        num_classes: int | None = None,
+        vocabulary: str | None = None,
+        mode: str = "frame",
+        sampler: str = "all",
+        k: int | None = None,
+        stride: int | None = None,
+        max_frames: int = 300,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        on_corrupt: str = "raise",
+        pin_memory: bool = False,
+        dequantize_range: tuple[float, float] = (2.0, -2.0),
+        index_cache: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.files = {
+            "train": train_files,
+            "val": val_files,
+            "test": test_files,
+            "predict": predict_files,
+        }
+        self._num_classes = num_classes
+        self.datasets: dict[str, YT8MDataset] = {}
+
+    # -- vocabulary ---------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        vocabulary = self.vocabulary_path()
+        from_file = read_vocabulary_size(vocabulary) if vocabulary else None
+        if self._num_classes is None and from_file is None:
+            raise ValueError("the data config needs num_classes or a vocabulary.csv path")
+        if (
+            self._num_classes is not None
+            and from_file is not None
+            and self._num_classes != from_file
+        ):
+            raise ValueError(
+                f"num_classes={self._num_classes} does not match the {from_file} classes of {vocabulary}"
+            )
+        return self._num_classes if self._num_classes is not None else from_file
+
+    def class_priors(self) -> torch.Tensor | None:
+        """Share of training videos carrying each class (float [C]), from the vocabulary's
+        ``TrainVideoCount`` over the indexed training records; ``None`` without a vocabulary."""
+        vocabulary = self.vocabulary_path()
+        if not vocabulary or self.files["train"] is None:
+            return None
+        self.setup("fit")
+        counts = torch.from_numpy(read_vocabulary(vocabulary)).double()
+        total = sum(self.datasets["train"].counts)
+        return (counts / max(total, 1)).clamp(1e-4, 1 - 1e-4).float()
+
+    def vocabulary_path(self) -> str | None:
+        return self.hparams.vocabulary
+
+    def resolve(self, files: Files) -> Files:
+        """Hook for subclasses whose globs are relative to a dataset directory."""
+        return files
+
+    # -- datasets -----------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {
+            "fit": ("train", "val"),
+            "validate": ("val",),
+            "test": ("test",),
+            "predict": ("predict",),
+        }
+        for split in splits.get(stage, ("train", "val", "test", "predict")):
+            if self.files[split] is not None and split not in self.datasets:
+                self.datasets[split] = self._dataset(split)
+
+    def _dataset(self, split: str) -> YT8MDataset:
+        h = self.hparams
+        trainer = self.trainer
+        train = split == "train"
+        return YT8MDataset(
+            self.resolve(self.files[split]),
+            num_classes=self.num_classes,
+            mode=h.mode,
+            batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
+            sampler=h.sampler,
+            k=h.k,
+            stride=h.stride,
+            max_frames=h.max_frames,
+            train=train,
+            shuffle_buffer=h.shuffle_buffer,
+            seed=h.seed,
+            num_workers=h.num_workers,
+            rank=trainer.global_rank if trainer is not None else None,
+            world_size=trainer.world_size if trainer is not None else None,
+            on_corrupt=h.on_corrupt,
+            index_cache=h.index_cache,
+        )
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            if self.files[split] is None:
+                raise ValueError(f"no {split} files configured (data.{split}_files)")
+            self.setup()
+        h = self.hparams
+        return _EpochLoader(
+            self.datasets[split],
+            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            num_workers=h.num_workers,
+            pin_memory=h.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        high, low = self.hparams.dequantize_range
+        return dequantize_batch(batch, high, low)
+
+
+class SyntheticDataModule(YT8MDataModule):
+    """The built-in synthetic YT8M set: generated on first use under ``root`` and cached.
+
+    ``generator`` holds :class:`vidistill.data.synthetic.SyntheticConfig` fields; file globs are
+    relative to the generated dataset directory.
+    """
+
+    def __init__(self, root: str = "data/synthetic", generator: dict | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.root = root
+        self.generator = dict(generator or {})
+        self._directory: Path | None = None
+
+    def prepare_data(self) -> None:
+        self.directory  # noqa: B018 - generates the shards once, on the local rank 0
+
+    @property
+    def directory(self) -> Path:
+        if self._directory is None:
+            from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
+
+            self._directory = ensure_dataset(self.root, SyntheticConfig(**self.generator))
+        return self._directory
+
+    def vocabulary_path(self) -> str:
+        return str(self.directory / "vocabulary.csv")
+
+    def resolve(self, files: Files) -> Files:
+        if files is None:
+            return None
+        patterns = [files] if isinstance(files, str) else list(files)
+        return [str(self.directory / pattern) for pattern in patterns]

@@ -1,0 +1,137 @@
+"""VideoClassifier: any backbone trained with the papers' multi-label BCE objective."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidistill.metrics import video_metrics
+from vidistill.models.base import BackboneOutput
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+def multilabel_bce(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """BCE summed over classes and averaged over the batch (the papers' loss).
+
+    logits, labels [B, C]; ``weights`` [B, C] masks pairs out of the loss (segment ratings: 1
+    where the (segment, class) pair is rated, 0 elsewhere, so unrated pairs give no gradient).
+    """
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    if weights is not None:
+        loss = loss * weights
+    return loss.sum(1).mean()
+
+
+def staircase_decay(decay_steps: int, gamma: float) -> Callable[[int], float]:
+    """LR factor ``gamma ** floor(step / decay_steps)``, the papers' staircase schedule."""
+    return lambda step: gamma ** (step // max(decay_steps, 1))
+
+
+class VideoClassifier(pl.LightningModule):
+    """Trains a backbone on video labels and reports the official YT8M metrics.
+
+    Args:
+        backbone: maps (frames [B, T, D], mask [B, T]) to a :class:`BackboneOutput`.
+        num_classes: C, for the metrics.
+        optimizer: a factory taking the parameters (Hydra ``_partial_``), Adam by default.
+        lr_decay_rate, lr_decay_examples: multiply the learning rate by ``lr_decay_rate`` every
+            ``lr_decay_examples`` training examples (counted over all ranks).
+        top_k: classes kept per video by the metrics (GAP@k, mAP@k) and by ``predict_step``.
+        init_output_bias: start the output biases at the log-odds of the class priors (from the
+            data's vocabulary), when the backbone supports it. With hundreds of classes and
+            p = 0.5 everywhere, the first hundreds of steps only learn that labels are rare.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        optimizer: OptimizerFactory | None = None,
+        lr_decay_rate: float = 1.0,
+        lr_decay_examples: int = 2_000_000,
+        top_k: int = 20,
+        init_output_bias: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
+        self.backbone = backbone
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
+        self.val_metrics = video_metrics(num_classes, top_k=top_k, prefix="val/")
+        self.test_metrics = video_metrics(num_classes, top_k=top_k, prefix="test/")
+
+    def setup(self, stage: str) -> None:
+        # Runs before a resumed checkpoint is loaded, so resuming keeps the trained biases.
+        if stage != "fit" or not self.hparams.init_output_bias:
+            return
+        initialize = getattr(self.backbone, "initialize_output_bias", None)
+        priors_of = getattr(getattr(self.trainer, "datamodule", None), "class_priors", None)
+        priors = priors_of() if initialize is not None and priors_of is not None else None
+        if priors is not None:
+            initialize(torch.logit(priors))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        return self.backbone(frames, mask)
+
+    def _loss(self, batch: dict, output: BackboneOutput) -> torch.Tensor:
+        return multilabel_bce(output.logits, batch["labels"], batch.get("label_weights"))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        output = self(batch["frames"], batch["mask"])
+        loss = self._loss(batch, output)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train/loss is {loss.item()} at global step {self.global_step}"
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
+        return loss
+
+    def _evaluate(self, batch: dict, metrics, stage: str) -> None:
+        output = self(batch["frames"], batch["mask"])
+        loss = self._loss(batch, output)
+        metrics.update(torch.sigmoid(output.logits), batch["labels"])
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["ids"]))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
+        """Top-k classes per video: ``ids``, ``classes`` int64 [B, k], ``scores`` float [B, k]."""
+        probabilities = torch.sigmoid(self(batch["frames"], batch["mask"]).logits)
+        scores, classes = probabilities.topk(min(self.hparams.top_k, probabilities.shape[1]), dim=1)
+        return {"ids": batch["ids"], "classes": classes, "scores": scores}
+
+    def configure_optimizers(self) -> dict:
+        optimizer = self.optimizer_factory(self.parameters())
+        examples_per_step = self._examples_per_step()
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            staircase_decay(
+                self.hparams.lr_decay_examples // examples_per_step, self.hparams.lr_decay_rate
+            ),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _examples_per_step(self) -> int:
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        batch_size = getattr(getattr(datamodule, "hparams", None), "batch_size", 1)
+        return max(1, batch_size * trainer.world_size * trainer.accumulate_grad_batches)

@@ -1,0 +1,31 @@
+"""Frame-mean logistic regression: the simplest YT8M baseline."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidistill.data.records import FEATURE_SIZE
+from vidistill.models.base import BackboneOutput, masked_mean
+
+
+class FrameMeanLogistic(nn.Module):
+    """Average the valid frames, then one linear layer.
+
+    Frames [B, T, D] with mask [B, T] -> logits [B, C]; the embedding is the frame mean [B, D].
+    On video-level data (one "frame" holding the mean features) it is the starter code's
+    video-level logistic model. Parameters: (D + 1) * C, 4.45M at D = 1152 and C = 3862.
+    """
+
+    def __init__(self, num_classes: int, feature_size: int = FEATURE_SIZE):
+        super().__init__()
+        self.classifier = nn.Linear(feature_size, num_classes)
+
+    def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
+        """Start from the class priors instead of p = 0.5 for every class."""
+        with torch.no_grad():
+            self.classifier.bias.copy_(log_odds)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        pooled = masked_mean(frames, mask)
+        return BackboneOutput(logits=self.classifier(pooled), embedding=pooled)

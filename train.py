@@ -1,0 +1,15 @@
+"""Train a vidistill model: ``python train.py [overrides]`` (Hydra; see conf/config.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from vidistill.runner import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
