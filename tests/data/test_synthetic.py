@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -29,9 +28,13 @@ from vidistill.data.synthetic import (
     main,
     quantize,
     sample_video,
+    video_id,
 )
 
-VOCABULARY_HEADER = "Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,Vertical1,Vertical2,Vertical3,WikiDescription"
+VOCABULARY_HEADER = (
+    "Index,TrainVideoCount,KnowledgeGraphId,Name,WikiUrl,"
+    "Vertical1,Vertical2,Vertical3,WikiDescription"
+)
 TINY = dict(
     num_classes=30,
     num_segment_classes=12,
@@ -107,6 +110,8 @@ def test_files_hold_exactly_the_sampled_videos(tiny_dataset, split):
         assert record.labels.tolist() == video.labels.tolist()
         assert record.num_frames == video.num_frames
         assert np.array_equal(record.rgb, rgb) and np.array_equal(record.audio, audio)
+        stored = dequantize(np.hstack([record.rgb, record.audio]))
+        assert np.abs(stored - np.clip(video.features, -2, 2)).max() <= 2 / 255 + 1e-5
         if split in RATED_SPLITS:
             for key, values in video.segments.items():
                 assert np.array_equal(getattr(record, key), values), key
@@ -123,9 +128,11 @@ def test_files_hold_exactly_the_sampled_videos(tiny_dataset, split):
 
 def test_ids_are_unique_and_safe(tiny_dataset):
     _, config = tiny_dataset
-    ids = [sample_video(config, s, i).id for s in SPLITS for i in range(config.num_videos(s))]
+    assert sample_video(config, "test", 2).id == video_id("test", 2)
+    ids = [video_id(s, i) for s in SPLITS for i in [*range(5000), 238327, 238328, 10**6]]
     assert len(set(ids)) == len(ids)
-    assert all(i.isascii() and i.isalnum() and len(i) == 4 for i in ids)
+    assert all(i.isascii() and i.isalnum() for i in ids)
+    assert {len(video_id(s, i)) for s in SPLITS for i in range(5000)} == {4}
 
 
 def test_layout_csvs_and_json(tiny_dataset):
@@ -309,6 +316,13 @@ def test_invalid_configs_are_refused():
         SyntheticConfig(spurious_label_rate=-0.1)
     with pytest.raises(ValueError, match="min_frames"):
         SyntheticConfig(min_frames=50, max_frames=40)
+    with pytest.raises(TypeError, match="num_train"):
+        SyntheticConfig(num_train=2.5)
+    # 150 and 150.0 (YAML, CLI) are the same config and name the same cached dataset
+    assert config_hash(SyntheticConfig(mean_frames=150)) == config_hash(
+        SyntheticConfig(mean_frames=150.0)
+    )
+    assert config_hash(SyntheticConfig(seed=1)) != config_hash(SyntheticConfig(seed=2))
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,8 +438,8 @@ def test_intros_and_outros_carry_less_class_information_than_bodies():
         for region in hits:
             hits[region].append(correct[v.region == region])
     accuracy = {r: np.concatenate(h).mean() for r, h in hits.items()}
-    assert accuracy[1] > 3 * max(accuracy[0], accuracy[2])
-    assert accuracy[1] > 0.1
+    assert accuracy[1] > 0.3  # chance is about 2.4 / 200
+    assert accuracy[1] > 4 * max(accuracy[0], accuracy[2])
 
 
 def test_few_frames_lose_evidence():
@@ -444,7 +458,7 @@ def test_few_frames_lose_evidence():
             top = np.argsort(-(world.prototypes @ (feature - world.mean)))[: len(v.true_labels)]
             found[name] += np.isin(top, v.true_labels).sum()
         labels += len(v.true_labels)
-    assert found["all"] / labels > found["few"] / labels + 0.05
+    assert found["all"] / labels > found["few"] / labels + 0.1
 
 
 def test_features_stay_in_the_quantization_range():
@@ -452,4 +466,3 @@ def test_features_stay_in_the_quantization_range():
     x = np.concatenate([sample_video(config, "train", i).features for i in range(10)])
     assert np.mean(np.abs(x) > 2) < 1e-4
     assert 0.2 < x.std() < 0.8
-    logging.getLogger(__name__).info("feature std %.3f", x.std())
