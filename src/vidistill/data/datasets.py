@@ -40,6 +40,8 @@ from vidistill.data.records import (
     VideoRecord,
     _InvalidPayload,
     dequantize,
+    dequantize_coefficients,
+    empty_float32,
     iter_payloads,
     scan_offsets,
 )
@@ -234,25 +236,30 @@ def dequantize_batch(
 ) -> dict:
     """Turn uint8 ``frames`` [B, T, D] into float32 in the batch, padding frames set to 0.0.
 
-    Valid frames come first in every row (``num_frames`` of them). On CPU each row's valid
-    frames go through a 256-entry table and only the padding is zeroed, which halves the memory
-    traffic of the whole-tensor formula on typical YT8M lengths; accelerators use the formula
-    (``per_row`` forces either way).
+    Valid frames come first in every row (``num_frames`` of them). When padding is a large share
+    of the batch (all-frames batches of YT8M-length videos are about half padding) each row's
+    valid frames are converted on their own and only the padding is zeroed; otherwise, and on
+    accelerators, the whole tensor goes through the formula at once, which avoids B small
+    operations (``per_row`` forces either way).
     """
     frames = batch["frames"]
     if frames.dtype != torch.uint8:
         return batch
-    if not (frames.device.type == "cpu" if per_row is None else per_row):
+    lengths = batch["num_frames"].tolist()
+    padding = frames.shape[0] * frames.shape[1] - sum(lengths)
+    if per_row is None:
+        per_row = frames.device.type == "cpu" and padding * 4 > frames.shape[0] * frames.shape[1]
+    if per_row:
+        scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
+        values = empty_float32(frames.shape, frames.device)
+        for row, n in enumerate(lengths):
+            values[row, :n].copy_(frames[row, :n]).mul_(scale).add_(bias)
+            values[row, n:] = 0.0
+    else:
         values = dequantize(frames, max_quantized_value, min_quantized_value)
-        batch["frames"] = values.mul_(batch["mask"].unsqueeze(-1))
-        return batch
-    table = dequantize(np.arange(256, dtype=np.uint8), max_quantized_value, min_quantized_value)
-    source = frames.numpy()
-    values = np.empty(source.shape, np.float32)
-    for row, n in enumerate(batch["num_frames"].tolist()):
-        np.take(table, source[row, :n], out=values[row, :n])
-        values[row, n:] = 0.0
-    batch["frames"] = torch.from_numpy(values)
+        if padding:
+            values.masked_fill_(~batch["mask"].unsqueeze(-1), 0.0)
+    batch["frames"] = values
     return batch
 
 

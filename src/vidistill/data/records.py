@@ -83,15 +83,33 @@ def dequantize(
     With the defaults a byte ``x`` maps to ``x * 4/255 - 1.9921875``. Returns float32 for numpy
     and floating tensors for torch; padding must be zeroed after this call, not before.
     """
-    span = max_quantized_value - min_quantized_value
-    scale = span / 255.0
-    bias = span / 512.0 + min_quantized_value
+    scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
     if isinstance(x, torch.Tensor):
-        # One allocation, then in place: this runs on every batch and is memory bound.
         # One conversion, then in place: this runs on every batch and is memory bound (a
         # uint8 * float multiply is several times slower than the conversion on CPU).
-        return x.to(torch.float32).mul_(scale).add_(bias)
+        return empty_float32(x.shape, x.device).copy_(x).mul_(scale).add_(bias)
     return np.asarray(x, dtype=np.float32) * np.float32(scale) + np.float32(bias)
+
+
+def dequantize_coefficients(
+    max_quantized_value: float = 2.0, min_quantized_value: float = -2.0
+) -> tuple[float, float]:
+    """``(scale, bias)`` of the official formula: ``value = byte * scale + bias``."""
+    span = max_quantized_value - min_quantized_value
+    return span / 255.0, span / 512.0 + min_quantized_value
+
+
+def empty_float32(shape: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """An uninitialized float32 tensor; on CPU its memory comes from numpy.
+
+    A batch of frames is tens of MB allocated anew every step. Torch's CPU allocator maps such
+    blocks fresh each time and the kernel faults them in 4 KB at a time, while numpy keeps a
+    cache and asks for huge pages: `make bench` measured the float conversion of a
+    [64, 300, 1152] batch about 4x faster, and of [64, 30, 1152] about 4x faster too.
+    """
+    if torch.device(device).type == "cpu":
+        return torch.from_numpy(np.empty(tuple(shape), np.float32))
+    return torch.empty(tuple(shape), dtype=torch.float32, device=device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,10 +267,13 @@ def _length_delimited_fields(buf: bytes, start: int, end: int) -> list[tuple[int
     fields = []
     pos = start
     while pos < end:
-        tag, pos = _varint(buf, pos)
+        # Tags and most lengths here fit in one byte; the general decoder handles the rest.
+        tag = buf[pos]
+        tag, pos = (tag, pos + 1) if tag < 0x80 else _varint(buf, pos)
         if tag & 7 != 2:
             return None
-        length, pos = _varint(buf, pos)
+        length = buf[pos]
+        length, pos = (length, pos + 1) if length < 0x80 else _varint(buf, pos)
         if pos + length > end:
             return None
         fields.append((tag >> 3, pos, pos + length))
@@ -274,7 +295,10 @@ def _frame_prefix(size: int) -> bytes:
     return bytes(header) + body[: len(body) - size]
 
 
-_FRAME_PREFIX = {RGB_SIZE: _frame_prefix(RGB_SIZE), AUDIO_SIZE: _frame_prefix(AUDIO_SIZE)}
+_FRAME_PREFIX = {  # as numpy void scalars, compared with a strided view in one operation
+    size: np.frombuffer(prefix, f"V{len(prefix)}")[0]
+    for size, prefix in ((s, _frame_prefix(s)) for s in (RGB_SIZE, AUDIO_SIZE))
+}
 
 
 def _split_sequence_example(payload: bytes) -> tuple[bytes, dict[str, tuple[int, int]]] | None:
@@ -311,17 +335,16 @@ def _regular_frames(payload: bytes, span: tuple[int, int], size: int) -> np.ndar
     """View a FeatureList whose every frame holds exactly ``size`` bytes as uint8 [n, size]
     (zero copy), or ``None`` if it is not that regular."""
     prefix = _FRAME_PREFIX[size]
-    stride = len(prefix) + size
+    stride = prefix.dtype.itemsize + size
     start, end = span
-    if (end - start) % stride:
+    rows, extra = divmod(end - start, stride)
+    if extra or not rows:
         return None
-    rows = np.frombuffer(payload, np.uint8, count=end - start, offset=start).reshape(-1, stride)
-    if not np.array_equal(
-        rows[:, : len(prefix)],
-        np.broadcast_to(np.frombuffer(prefix, np.uint8), (len(rows), len(prefix))),
-    ):
+    # Every frame's framing bytes as one fixed-size value per row: one comparison checks them all.
+    framing = np.ndarray((rows,), prefix.dtype, payload, start, (stride,))
+    if not (framing == prefix).all():
         return None
-    return rows[:, len(prefix) :]
+    return np.ndarray((rows, size), np.uint8, payload, start + prefix.dtype.itemsize, (stride, 1))
 
 
 class RecordDecoder:
@@ -495,7 +518,7 @@ def _video_id(features) -> str:
 def _int64s(features, key: str) -> np.ndarray:
     if key not in features:
         return np.zeros(0, np.int64)
-    return np.asarray(features[key].int64_list.value, dtype=np.int64)
+    return np.array(list(features[key].int64_list.value), dtype=np.int64)
 
 
 def _rows(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
