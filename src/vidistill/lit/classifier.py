@@ -48,6 +48,10 @@ class VideoClassifier(pl.LightningModule):
         init_output_bias: start the output biases at the log-odds of the class priors (from the
             data's vocabulary), when the backbone supports it. With hundreds of classes and
             p = 0.5 everywhere, the first hundreds of steps only learn that labels are rare.
+        classifier_weight_decay: L2 penalty on the backbone's ``classifier`` parameters only
+            (the papers' 1e-5), added to their gradients as TensorFlow's l2 regularizer does.
+        clip_grad_norm_per_tensor: clip each parameter's gradient to this L2 norm on its own,
+            as the papers' code did (Lightning's ``gradient_clip_val`` clips the global norm).
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class VideoClassifier(pl.LightningModule):
         lr_decay_examples: int = 2_000_000,
         top_k: int = 20,
         init_output_bias: bool = True,
+        classifier_weight_decay: float = 0.0,
+        clip_grad_norm_per_tensor: float | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
@@ -119,8 +125,28 @@ class VideoClassifier(pl.LightningModule):
         scores, classes = probabilities.topk(min(self.hparams.top_k, probabilities.shape[1]), dim=1)
         return {"ids": batch["ids"], "classes": classes, "scores": scores}
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        limit = self.hparams.clip_grad_norm_per_tensor
+        if limit is not None:
+            for parameter in self.parameters():
+                if parameter.grad is not None:
+                    torch.nn.utils.clip_grad_norm_(parameter, limit)
+
+    def parameter_groups(self) -> list[dict]:
+        """The backbone's classifier (with ``classifier_weight_decay``), then everything else."""
+        head = getattr(self.backbone, "classifier", None)
+        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        groups = [
+            {"params": [p for p in self.parameters() if id(p) not in head_ids]},
+            {
+                "params": [p for p in self.parameters() if id(p) in head_ids],
+                "weight_decay": self.hparams.classifier_weight_decay,
+            },
+        ]
+        return [group for group in groups if group["params"]]
+
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameter_groups())
         examples_per_step = self._examples_per_step()
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer,

@@ -1,6 +1,24 @@
 """Backbones: each maps (frames [B, T, D], mask [B, T]) to a :class:`BackboneOutput`."""
 
-from vidistill.models.base import BackboneOutput, masked_mean
+from vidistill.models.base import Backbone, BackboneOutput, count_parameters, masked_mean
+from vidistill.models.dbof import DBoF, dbof_paper, dbof_small
 from vidistill.models.logistic import FrameMeanLogistic
+from vidistill.models.netvlad import NetVLAD, netvlad_paper, netvlad_small
+from vidistill.models.nextvlad import NeXtVLAD, nextvlad_paper, nextvlad_small
 
-__all__ = ["BackboneOutput", "FrameMeanLogistic", "masked_mean"]
+__all__ = [
+    "Backbone",
+    "BackboneOutput",
+    "DBoF",
+    "FrameMeanLogistic",
+    "NeXtVLAD",
+    "NetVLAD",
+    "count_parameters",
+    "dbof_paper",
+    "dbof_small",
+    "masked_mean",
+    "netvlad_paper",
+    "netvlad_small",
+    "nextvlad_paper",
+    "nextvlad_small",
+]

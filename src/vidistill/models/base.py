@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -23,7 +24,27 @@ class BackboneOutput:
     intermediate: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+class Backbone(nn.Module):
+    """Base class: ``forward(frames [B, T, D], mask [B, T]) -> BackboneOutput``.
+
+    Subclasses keep their classifier in ``self.classifier`` (a module mapping [B, E] to logits
+    [B, C]), which lets a LightningModule start it at the class priors and lets distillation share
+    or swap classifiers.
+    """
+
+    classifier: nn.Module
+
+    def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
+        """Start every class at its prior (log-odds [C]) instead of p = 0.5."""
+        self.classifier.initialize_output_bias(log_odds)
+
+
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid frames: frames [B, T, D], mask [B, T] -> [B, D]; empty rows give 0."""
     weights = mask.to(frames.dtype).unsqueeze(-1)
     return (frames * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Trainable parameters (BatchNorm running statistics are buffers and do not count)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from vidistill.data.records import FEATURE_SIZE
-from vidistill.models.base import BackboneOutput, masked_mean
+from vidistill.models.base import Backbone, BackboneOutput, masked_mean
+from vidistill.models.layers import LogisticClassifier
 
 
-class FrameMeanLogistic(nn.Module):
+class FrameMeanLogistic(Backbone):
     """Average the valid frames, then one linear layer.
 
     Frames [B, T, D] with mask [B, T] -> logits [B, C]; the embedding is the frame mean [B, D].
@@ -19,12 +19,7 @@ class FrameMeanLogistic(nn.Module):
 
     def __init__(self, num_classes: int, feature_size: int = FEATURE_SIZE):
         super().__init__()
-        self.classifier = nn.Linear(feature_size, num_classes)
-
-    def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
-        """Start from the class priors instead of p = 0.5 for every class."""
-        with torch.no_grad():
-            self.classifier.bias.copy_(log_odds)
+        self.classifier = LogisticClassifier(feature_size, num_classes)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = masked_mean(frames, mask)

@@ -1,0 +1,84 @@
+"""NetVLAD as in the YouTube-8M 2017 winner (Miech et al., "Learnable pooling with context
+gating"), one of the fewer-frames paper's backbones.
+
+Frames are batch-normalized, rgb and audio aggregated by separate NetVLAD layers, the
+concatenation projected by a hidden linear layer (no activation), context-gated and classified
+by a mixture of experts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vidistill.data.records import AUDIO_SIZE, RGB_SIZE
+from vidistill.models.base import Backbone, BackboneOutput
+from vidistill.models.layers import (
+    TF_BN_EPS,
+    TF_BN_MOMENTUM,
+    ContextGating,
+    NetVLADPooling,
+    build_classifier,
+    pack,
+)
+
+
+class NetVLAD(Backbone):
+    """frames [B, T, 1152] (rgb then audio), mask [B, T] -> logits [B, C].
+
+    The input BatchNorm normalizes valid frames only. ``embedding`` is the gated hidden
+    representation [B, H]; ``intermediate["pooled"]`` the concatenated NetVLAD output.
+
+    Parameters: 306,605,612 for :func:`netvlad_paper` at 3862 classes (the hidden layer alone,
+    278,528 x 1024, is 285.2M of them).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        clusters: int = 256,
+        audio_clusters: int = 128,
+        hidden_size: int = 1024,
+        dropout: float = 0.0,
+        classifier: str = "moe",
+        num_mixtures: int = 2,
+        rgb_size: int = RGB_SIZE,
+        audio_size: int = AUDIO_SIZE,
+        bn_momentum: float = TF_BN_MOMENTUM,
+        bn_eps: float = TF_BN_EPS,
+    ):
+        super().__init__()
+        self.rgb_size = rgb_size
+        bn = dict(bn_momentum=bn_momentum, bn_eps=bn_eps)
+        self.input_bn = nn.BatchNorm1d(rgb_size + audio_size, eps=bn_eps, momentum=bn_momentum)
+        self.video = NetVLADPooling(rgb_size, clusters, **bn)
+        self.audio = NetVLADPooling(audio_size, audio_clusters, **bn)
+        self.dropout = nn.Dropout(dropout)
+        self.hidden = nn.Linear(self.video.output_size + self.audio.output_size, hidden_size)
+        self.gating = ContextGating(hidden_size, **bn)
+        self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        x = self.input_bn(pack(frames, mask))
+        pooled = torch.cat(
+            [self.video(x[:, : self.rgb_size], mask), self.audio(x[:, self.rgb_size :], mask)], 1
+        )
+        embedding = self.gating(self.hidden(self.dropout(pooled)))
+        return BackboneOutput(
+            logits=self.classifier(embedding),
+            embedding=embedding,
+            intermediate={"pooled": pooled},
+        )
+
+
+def netvlad_paper(num_classes: int = 3862, **overrides) -> NetVLAD:
+    """NetVLAD with 256 rgb and 128 audio clusters, hidden 1024, context gating, MoE with 2
+    experts, as used by the fewer-frames paper. 306,605,612 parameters at 3862 classes."""
+    return NetVLAD(num_classes, **overrides)
+
+
+def netvlad_small(num_classes: int, **overrides) -> NetVLAD:
+    """A CPU-sized NetVLAD: 16 rgb and 8 audio clusters, hidden 256 (4,816,320 parameters at
+    200 classes)."""
+    config = dict(clusters=16, audio_clusters=8, hidden_size=256, bn_momentum=0.01)
+    return NetVLAD(num_classes, **{**config, **overrides})
