@@ -1,4 +1,5 @@
-"""What ``train.py`` runs: build everything from the config, fit, evaluate, record metrics."""
+"""What the entry points run: build everything from the config, then fit and evaluate
+(``train.py``), evaluate a checkpoint (``eval.py``) or write its predictions (``predict.py``)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vidistill.checkpoints import (
+    FRAME_SELECTION_KEYS,
+    RunConfigInCheckpoint,
+    check_resume_compatible,
+    load_model,
+)
 from vidistill.data.synthetic import SyntheticConfig
+from vidistill.predict import KagglePredictionWriter
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
 
 # The synthetic generator's knobs as a typed config node, so `data.generator.num_trian=...` is
 # rejected by name instead of silently ignored.
@@ -51,13 +60,24 @@ def train(cfg: DictConfig) -> float | None:
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
     pl.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resume_path(cfg)
     datamodule = build_datamodule(cfg)
     model = instantiate(cfg.model)
+    if ckpt_path is not None:
+        check_resume_compatible(model, ckpt_path)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks.append(
+        RunConfigInCheckpoint(
+            model_config=OmegaConf.to_container(cfg.model, resolve=True),
+            data_config={
+                **{key: cfg.data.get(key) for key in (*FRAME_SELECTION_KEYS, "mode")},
+                "num_classes": cfg.num_classes,
+            },
+        )
+    )
+    trainer = _trainer(cfg, callbacks)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     best = _best_checkpoint(trainer)
     metrics: dict[str, float] = {}
     metrics.update(
@@ -68,22 +88,124 @@ def train(cfg: DictConfig) -> float | None:
             _first(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False))
         )
 
-    output_dir = Path(cfg.paths.output_dir)
-    record = {
-        "metrics": metrics,
-        "best_checkpoint": best,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "config": OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True
-        ),
-    }
-    if trainer.is_global_zero:
-        (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2, default=str))
-        log.info("metrics written to %s", output_dir / METRICS_FILE)
-        print(format_metrics(metrics))
+    _write_metrics(
+        trainer,
+        cfg,
+        {
+            "metrics": metrics,
+            "best_checkpoint": best,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "config": _config_record(cfg),
+        },
+    )
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else value
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Metrics of the checkpoint ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data``.
+
+    The model is rebuilt from the checkpoint; frame-selection settings left null in ``cfg.data``
+    are the checkpoint's. ``cfg.split`` is ``val`` or ``test`` (null: test when the data has
+    test files, else val). Writes ``metrics.json`` to the run directory and returns the metrics.
+    """
+    model, info = load_model(cfg.ckpt)
+    datamodule = _datamodule_for(cfg, info)
+    split = cfg.get("split") or ("test" if datamodule.files.get("test") is not None else "val")
+    if split not in ("val", "test"):
+        raise ValueError(f"split={split!r}: expected val or test")
+    trainer = _trainer(cfg, [])
+    run = trainer.test if split == "test" else trainer.validate
+    metrics = _first(run(model, datamodule=datamodule, verbose=False))
+    _write_metrics(
+        trainer,
+        cfg,
+        {
+            "metrics": metrics,
+            "checkpoint": str(Path(cfg.ckpt).resolve()),
+            "split": split,
+            "epoch": info["epoch"],
+            "global_step": info["global_step"],
+            "config": _config_record(cfg),
+        },
+    )
+    return metrics
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Write the checkpoint ``cfg.ckpt``'s top ``cfg.top_k`` classes for every video of
+    ``cfg.data.predict_files`` in the 2018 Kaggle format; returns the CSV's path.
+
+    The file is ``cfg.output`` (default ``predictions.csv`` in the run directory); an existing
+    file is an error unless ``cfg.overwrite``.
+    """
+    output = Path(cfg.get("output") or Path(cfg.paths.output_dir) / PREDICTIONS_FILE)
+    writer = KagglePredictionWriter(output, overwrite=cfg.overwrite)
+    if cfg.top_k < 1:
+        raise ValueError(f"top_k={cfg.top_k}: expected at least 1")
+    model, info = load_model(cfg.ckpt)
+    # predict_step reads top_k from the hyperparameters on every call; the checkpoint's value
+    # (the metrics' k) is not necessarily what the submission wants.
+    model.hparams.top_k = cfg.top_k
+    datamodule = _datamodule_for(cfg, info)
+    trainer = _trainer(cfg, [writer])
+    trainer.predict(model, datamodule=datamodule, return_predictions=False)
+    return output
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path`` as a checked path (``last``: this run's ``checkpoints/last.ckpt``)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last but there is no {path} (last is the run directory's "
+                "checkpoints/last.ckpt; point hydra.run.dir at the run to resume)"
+            )
+        return str(path)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return str(ckpt_path)
+
+
+def _datamodule_for(cfg: DictConfig, info: dict[str, Any]) -> pl.LightningDataModule:
+    """The data of ``cfg.data``, picking frames as the checkpoint's model was trained to
+    wherever the config leaves a frame-selection setting null."""
+    stored = info["data"]
+    for key in FRAME_SELECTION_KEYS:
+        if cfg.data.get(key) is None:
+            cfg.data[key] = stored.get(key)
+    datamodule = build_datamodule(cfg)
+    if cfg.num_classes != stored["num_classes"]:
+        raise ValueError(
+            f"{cfg.ckpt}: the model predicts {stored['num_classes']} classes but the data's "
+            f"vocabulary has {cfg.num_classes}"
+        )
+    return datamodule
+
+
+def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
+    loggers = instantiate_group(cfg.get("logger"))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _config_record(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True
+    )
+
+
+def _write_metrics(trainer: pl.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
+    if not trainer.is_global_zero:
+        return
+    path = Path(cfg.paths.output_dir) / METRICS_FILE
+    path.write_text(json.dumps(record, indent=2, default=str))
+    log.info("metrics written to %s", path)
+    print(format_metrics(record["metrics"]))
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

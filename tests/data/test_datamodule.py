@@ -47,11 +47,13 @@ def test_loaders_follow_the_trainer_epoch_and_dequantize(shards):
         batch_size=4,
         num_workers=0,
     )
-    datamodule.trainer = SimpleNamespace(current_epoch=0, global_rank=0, world_size=1)
+    progress = SimpleNamespace(processed=0)  # Lightning's count of finished training passes
+    fit_loop = SimpleNamespace(epoch_progress=SimpleNamespace(current=progress))
+    datamodule.trainer = SimpleNamespace(fit_loop=fit_loop, global_rank=0, world_size=1)
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
     epoch0 = [i for batch in loader for i in batch["ids"]]
-    datamodule.trainer.current_epoch = 1
+    progress.processed = 1
     epoch1 = [i for batch in loader for i in batch["ids"]]
     assert sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1 and len(epoch0) == 14
     assert len(loader) == 4

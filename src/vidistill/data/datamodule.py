@@ -47,10 +47,16 @@ def read_vocabulary_size(path: str | os.PathLike) -> int:
 
 class _EpochLoader(DataLoader):
     """Tells the streaming dataset the trainer's epoch before each pass, so shuffling and random
-    frames change every epoch and a resumed run repeats the epoch it was interrupted in."""
+    frames change every epoch and a resumed run repeats the epoch it was interrupted in.
 
-    def __init__(self, dataset: YT8MDataset, epoch: Callable[[], int], **kwargs: Any):
-        super().__init__(dataset, batch_size=None, **kwargs)
+    The loader has its own random generator: creating an iterator draws a worker base seed, and
+    drawing it from the global stream would shift every later dropout draw by one, differently in
+    a resumed run (which creates the iterator at another moment) than in an uninterrupted one.
+    """
+
+    def __init__(self, dataset: YT8MDataset, epoch: Callable[[], int], seed: int, **kwargs: Any):
+        generator = torch.Generator().manual_seed(seed)
+        super().__init__(dataset, batch_size=None, generator=generator, **kwargs)
         self._epoch = epoch
 
     def __iter__(self):
@@ -190,10 +196,19 @@ class YT8MDataModule(pl.LightningDataModule):
         h = self.hparams
         return _EpochLoader(
             self.datasets[split],
-            epoch=lambda: self.trainer.current_epoch if self.trainer is not None else 0,
+            epoch=self._training_epoch,
+            seed=h.seed,
             num_workers=h.num_workers,
             pin_memory=h.pin_memory,
         )
+
+    def _training_epoch(self) -> int:
+        # Epochs whose training pass has run, the count Lightning gives samplers: unlike
+        # `current_epoch`, it is already right when a run resumed from an epoch-end checkpoint
+        # creates its first iterator.
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

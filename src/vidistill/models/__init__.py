@@ -2,6 +2,7 @@
 
 from vidistill.models.base import Backbone, BackboneOutput, count_parameters, masked_mean
 from vidistill.models.dbof import DBoF, dbof_paper, dbof_small
+from vidistill.models.hrnn import HRNN, hrnn_paper, hrnn_small
 from vidistill.models.logistic import FrameMeanLogistic
 from vidistill.models.netvlad import NetVLAD, netvlad_paper, netvlad_small
 from vidistill.models.nextvlad import NeXtVLAD, nextvlad_paper, nextvlad_small
@@ -11,11 +12,14 @@ __all__ = [
     "BackboneOutput",
     "DBoF",
     "FrameMeanLogistic",
+    "HRNN",
     "NeXtVLAD",
     "NetVLAD",
     "count_parameters",
     "dbof_paper",
     "dbof_small",
+    "hrnn_paper",
+    "hrnn_small",
     "masked_mean",
     "netvlad_paper",
     "netvlad_small",

@@ -1,0 +1,160 @@
+"""Self-describing checkpoints: the model and frame-selection config travel inside every file.
+
+``train()`` adds :class:`RunConfigInCheckpoint` to the trainer's callbacks, so each checkpoint
+Lightning writes carries ``checkpoint["vidistill"] = {"model": ..., "data": ..., "version": 1}``.
+:func:`load_model` rebuilds the model from that entry alone (no training config needed), and
+:func:`check_resume_compatible` refuses to resume a run from a checkpoint of another architecture
+before any training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+CHECKPOINT_KEY = "vidistill"
+FORMAT_VERSION = 1
+
+# How the data module picked frames for the model, beyond the data files themselves. ``seed``
+# belongs here because the random sampler's evaluation frames are fixed by (seed, video id).
+FRAME_SELECTION_KEYS = ("sampler", "k", "stride", "max_frames", "seed")
+
+# Keys listed per category in a mismatch error; the rest are counted.
+_SHOWN_KEYS = 5
+
+
+class RunConfigInCheckpoint(pl.Callback):
+    """Writes the resolved model config and the data's frame selection into every checkpoint.
+
+    Args:
+        model_config: the resolved ``cfg.model`` as plain containers (``_target_`` and all).
+        data_config: ``FRAME_SELECTION_KEYS`` plus ``mode`` and ``num_classes``.
+    """
+
+    def __init__(self, model_config: dict[str, Any], data_config: dict[str, Any]):
+        self.model_config = model_config
+        self.data_config = data_config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "model": self.model_config,
+            "data": self.data_config,
+            "version": FORMAT_VERSION,
+        }
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint as a dict; ValueError naming the file if it is not one."""
+    # weights_only: checkpoints hold tensors and plain containers only, so nothing in a
+    # downloaded file gets to run code while loading.
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
+def run_config(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
+    """The ``vidistill`` entry of a checkpoint read from ``path`` (ValueError if absent)."""
+    entry = checkpoint.get(CHECKPOINT_KEY)
+    if entry is None:
+        raise ValueError(
+            f"{path}: the checkpoint has no '{CHECKPOINT_KEY}' entry (the model config), so the "
+            "model cannot be rebuilt from it; it was not written by vidistill's train()"
+        )
+    if entry.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: '{CHECKPOINT_KEY}' entry version {entry.get('version')!r}, this vidistill "
+            f"reads version {FORMAT_VERSION}"
+        )
+    return entry
+
+
+def load_model(
+    checkpoint_path: str | os.PathLike, map_location: Any = "cpu"
+) -> tuple[pl.LightningModule, dict[str, Any]]:
+    """Rebuild the model a checkpoint was trained as and load its weights strictly.
+
+    Returns the model (in eval mode) and the checkpoint's ``vidistill`` entry (``model``,
+    ``data``, ``version``) with the checkpoint's ``epoch`` and ``global_step`` added.
+    Raises ValueError naming the file if the checkpoint has no stored config or its weights do
+    not fit the rebuilt model.
+    """
+    checkpoint = read_checkpoint(checkpoint_path, map_location)
+    entry = run_config(checkpoint, checkpoint_path)
+    model = instantiate(entry["model"])
+    state_dict = checkpoint["state_dict"]
+    _raise_on_mismatch(model, state_dict, checkpoint_path, entry["model"])
+    model.load_state_dict(state_dict, strict=True)
+    model.eval()
+    info = {
+        **entry,
+        "epoch": checkpoint.get("epoch"),
+        "global_step": checkpoint.get("global_step"),
+    }
+    return model, info
+
+
+def check_resume_compatible(model: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:
+    """Raise ValueError naming the file if its weights do not fit ``model``.
+
+    Lightning would only find out after setting up data and trainer, with a raw
+    ``load_state_dict`` traceback; this check runs before any of that.
+    """
+    checkpoint = read_checkpoint(checkpoint_path)
+    stored_model = (checkpoint.get(CHECKPOINT_KEY) or {}).get("model")
+    _raise_on_mismatch(model, checkpoint["state_dict"], checkpoint_path, stored_model)
+
+
+def _raise_on_mismatch(
+    model: torch.nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike,
+    stored_model: dict[str, Any] | None,
+) -> None:
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state_dict and state_dict[key].shape != value.shape
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    problems = [
+        _listing(title, keys)
+        for title, keys in (
+            ("missing from the checkpoint", missing),
+            ("not in the model", unexpected),
+            ("shape in checkpoint vs model", mismatched),
+        )
+        if keys
+    ]
+    trained_as = f" (trained as {_describe(stored_model)})" if stored_model else ""
+    raise ValueError(
+        f"{path}: the checkpoint{trained_as} does not fit the configured model "
+        f"{type(model).__name__}; a checkpoint of another architecture or another num_classes?\n"
+        + "\n".join(problems)
+    )
+
+
+def _listing(title: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN_KEYS])
+    more = f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else ""
+    return f"  {title}: {shown}{more}"
+
+
+def _describe(model_config: dict[str, Any]) -> str:
+    """``Target(backbone=Target)``, from the resolved model config's ``_target_`` entries."""
+    name = str(model_config.get("_target_", "?")).rsplit(".", 1)[-1]
+    backbone = model_config.get("backbone")
+    if isinstance(backbone, dict) and "_target_" in backbone:
+        name += f"(backbone={str(backbone['_target_']).rsplit('.', 1)[-1]})"
+    num_classes = model_config.get("num_classes")
+    return name if num_classes is None else f"{name}, num_classes={num_classes}"

@@ -1,0 +1,97 @@
+"""Whole training runs through the real configs: every preset, resume, bad losses, DDP on CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hydra_helpers import CONFIG_DIR, compose_config
+from vidistill.lit import VideoClassifier
+from vidistill.models import FrameMeanLogistic
+from vidistill.runner import train
+
+# Small enough for seconds per run on 2 CPU cores, large enough to exercise every layer.
+SMALL_OVERRIDES = {
+    "nextvlad": ["model.backbone.clusters=8", "model.backbone.hidden_size=64"],
+    "netvlad": ["model.backbone.clusters=4", "model.backbone.hidden_size=32"],
+    "dbof": ["model.backbone.cluster_size=64", "model.backbone.hidden_size=32"],
+}
+PRESETS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("[!_]*.yaml"))
+
+
+def metrics_of(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_fast_dev_run_of_every_model_preset(tmp_path, preset):
+    """One training and one validation batch of every conf/model preset, paper sizes included."""
+    cfg = compose_config(
+        tmp_path,
+        [f"model={preset}", "+trainer.fast_dev_run=1", "data.batch_size=4", "test=false"],
+    )
+    train(cfg)
+    metrics = metrics_of(tmp_path / "run")
+    assert 0.0 <= metrics["val/gap"] <= 1.0
+
+
+@pytest.mark.slow
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Two epochs straight, against one epoch then a resume from last.ckpt: NeXtVLAD has dropout
+    and BatchNorm, so this holds only if every epoch's randomness is a function of (seed, epoch)."""
+    common = ["model=nextvlad", *SMALL_OVERRIDES["nextvlad"], "test=false"]
+    straight = compose_config(tmp_path, [*common, "trainer.max_epochs=2"], run="straight")
+    train(straight)
+    first = compose_config(tmp_path, [*common, "trainer.max_epochs=1"], run="interrupted")
+    train(first)
+    resumed = compose_config(
+        tmp_path, [*common, "trainer.max_epochs=2", "ckpt_path=last"], run="interrupted"
+    )
+    train(resumed)
+    assert metrics_of(tmp_path / "interrupted") == metrics_of(tmp_path / "straight")
+    weights = [
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for run in ("straight", "interrupted")
+    ]
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
+
+def test_non_finite_loss_names_the_step_and_the_term():
+    model = VideoClassifier(FrameMeanLogistic(5), num_classes=5)
+    with torch.no_grad():
+        model.backbone.classifier.linear.bias[2] = float("nan")
+    frames = torch.zeros(3, 4, 1152)
+    batch = {
+        "frames": frames,
+        "mask": torch.ones(3, 4, dtype=torch.bool),
+        "labels": torch.zeros(3, 5),
+        "ids": ["a", "b", "c"],
+    }
+    with pytest.raises(FloatingPointError, match=r"train/loss is nan at global step 0"):
+        model.training_step(batch, 0)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_spawn_on_cpu(tmp_path):
+    """trainer=ddp with ddp_spawn on gloo: two processes train, validate with synced metrics
+    and rank 0 writes the metrics file and checkpoints."""
+    cfg = compose_config(
+        tmp_path,
+        [
+            "trainer=ddp",
+            "trainer.strategy=ddp_spawn",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.max_epochs=1",
+            "test=false",
+        ],
+    )
+    train(cfg)
+    metrics = metrics_of(tmp_path / "run")
+    assert 0.0 < metrics["val/gap"] <= 1.0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
