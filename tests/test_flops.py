@@ -47,9 +47,9 @@ def test_hrnn_paper_near_table_3():
 
 
 def test_hrnn_total_counts_both_lstms_and_the_head():
-    model = hrnn_small(20)  # 10 blocks, 2-layer LSTMs of 128 cells
-    lower = 4 * 128 * (1152 + 128) + 4 * 128 * 256  # per frame
-    upper = 4 * 128 * (512 + 128) + 4 * 128 * 256  # per block
+    model = hrnn_small(20)  # 10 blocks, 2-layer LSTMs of 64 (lower) and 128 (upper) cells
+    lower = 4 * 64 * (1152 + 64) + 4 * 64 * 128  # per frame
+    upper = 4 * 128 * (256 + 128) + 4 * 128 * 256  # per block
     moe = 512 * 20 * 5
     assert count(model, 50)["flops_total"] == 50 * lower + 10 * upper + moe
     assert count(model, 4)["flops_total"] == 4 * lower + 4 * upper + moe  # 4 non-empty blocks

@@ -54,7 +54,7 @@ def test_shapes():
     out = model(frames, mask)
     assert out.logits.shape == (3, 7)
     assert out.embedding.shape == (3, 4 * 128)
-    assert out.intermediate["blocks"].shape == (3, 10, 4 * 128)
+    assert out.intermediate["blocks"].shape == (3, 10, 4 * 64)
 
 
 @pytest.mark.parametrize("n", [1, 3, 4, 9, 23])
