@@ -35,3 +35,9 @@ def test_k_frame_baseline_and_bad_overrides(tmp_path):
         train(compose_config(tmp_path / "c", ["data.sampler=unifrom"]))
     with pytest.raises(Exception, match="num_trian"):
         compose_config(tmp_path / "d", ["data.generator.num_trian=5"])
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        train(compose_config(tmp_path / "e", ["data.sampler=uniform", "k=0"]))
+    with pytest.raises(ValueError, match="k=400 frames but videos are truncated to max_frames=300"):
+        train(compose_config(tmp_path / "f", ["data.sampler=first", "k=400"]))
+    with pytest.raises(Exception, match="cluster"):  # a typo in a model key is refused by name
+        compose_config(tmp_path / "g", ["model=nextvlad", "model.backbone.cluster=8"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -190,7 +191,16 @@ def _datamodule_for(cfg: DictConfig, info: dict[str, Any]) -> pl.LightningDataMo
 
 def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
     loggers = instantiate_group(cfg.get("logger"))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    overrides = {}
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    on_cuda = accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()
+    )
+    if cfg.trainer.get("sync_batchnorm") and not on_cuda:
+        # torch's SyncBatchNorm runs on CUDA only; DDP on CPU (gloo) keeps per-process statistics.
+        log.warning("sync_batchnorm is CUDA-only: off for this %s run", accelerator)
+        overrides["sync_batchnorm"] = False
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
 def _config_record(cfg: DictConfig) -> dict[str, Any]:

@@ -64,9 +64,9 @@ only a few frames. The intro/outro probabilities and lengths set how bad the fir
 are: a design choice, not a finding. Results on this data are results on synthetic data.
 
 Measured with the defaults (facts about this generator, not targets): the frame-mean logistic
-baseline of ``make train`` (5 epochs, Adam 1e-2, batch 64, CPU, trained on the noisy train
-labels) reached GAP@20 0.710 / mAP 0.628 on ``validate`` with all frames, 0.597 / 0.505 with 10
-uniformly spaced frames and 0.483 / 0.403 with 5. Generating the default dataset takes about 10 s
+baseline (``train.py model=logistic trainer.max_epochs=5``: Adam 1e-2, batch 64, CPU, trained on
+the noisy train labels) reached GAP@20 0.710 / mAP 0.628 on ``validate`` with all frames,
+0.597 / 0.505 with 10 uniformly spaced frames and 0.483 / 0.403 with 5. Generating the default dataset takes about 10 s
 on 2 cores.
 
 Output layout of :func:`generate`::

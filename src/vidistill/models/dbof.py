@@ -69,5 +69,5 @@ def dbof_paper(num_classes: int = 3862, **overrides) -> DBoF:
 
 def dbof_small(num_classes: int, **overrides) -> DBoF:
     """A CPU-sized DBoF: cluster 1024, hidden 256 (1,703,056 parameters at 200 classes)."""
-    config = dict(cluster_size=1024, hidden_size=256, bn_momentum=0.01)
+    config = dict(cluster_size=1024, hidden_size=256, bn_momentum=0.1)
     return DBoF(num_classes, **{**config, **overrides})

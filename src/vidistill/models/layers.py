@@ -33,6 +33,23 @@ def unpack(packed: torch.Tensor, mask: torch.Tensor, fill: float = 0.0) -> torch
     return out
 
 
+def pool_modalities(
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    video: nn.Module,
+    audio: nn.Module,
+    rgb_size: int,
+    frame_norm: nn.Module | None = None,
+) -> torch.Tensor:
+    """Pool rgb and audio with their own layers and concatenate: frames [B, T, rgb + audio],
+    mask [B, T] -> [B, P_video + P_audio]. The pooling layers take packed frames and the mask;
+    ``frame_norm`` (e.g. a BatchNorm) runs on the packed frames first."""
+    x = pack(frames, mask)
+    if frame_norm is not None:
+        x = frame_norm(x)
+    return torch.cat([video(x[:, :rgb_size], mask), audio(x[:, rgb_size:], mask)], 1)
+
+
 # --------------------------------------------------------------------------------------------
 # VLAD pooling
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from vidistill.models.layers import (
     ContextGating,
     NetVLADPooling,
     build_classifier,
-    pack,
+    pool_modalities,
 )
 
 
@@ -59,9 +59,8 @@ class NetVLAD(Backbone):
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
-        x = self.input_bn(pack(frames, mask))
-        pooled = torch.cat(
-            [self.video(x[:, : self.rgb_size], mask), self.audio(x[:, self.rgb_size :], mask)], 1
+        pooled = pool_modalities(
+            frames, mask, self.video, self.audio, self.rgb_size, frame_norm=self.input_bn
         )
         embedding = self.gating(self.hidden(self.dropout(pooled)))
         return BackboneOutput(
@@ -80,5 +79,5 @@ def netvlad_paper(num_classes: int = 3862, **overrides) -> NetVLAD:
 def netvlad_small(num_classes: int, **overrides) -> NetVLAD:
     """A CPU-sized NetVLAD: 16 rgb and 8 audio clusters, hidden 256 (4,816,320 parameters at
     200 classes)."""
-    config = dict(clusters=16, audio_clusters=8, hidden_size=256, bn_momentum=0.01)
+    config = dict(clusters=16, audio_clusters=8, hidden_size=256, bn_momentum=0.1)
     return NetVLAD(num_classes, **{**config, **overrides})

@@ -18,7 +18,7 @@ from vidistill.models.layers import (
     NeXtVLADPooling,
     SEContextGating,
     build_classifier,
-    pack,
+    pool_modalities,
 )
 
 
@@ -62,10 +62,7 @@ class NeXtVLAD(Backbone):
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
-        x = pack(frames, mask)
-        pooled = torch.cat(
-            [self.video(x[:, : self.rgb_size], mask), self.audio(x[:, self.rgb_size :], mask)], 1
-        )
+        pooled = pool_modalities(frames, mask, self.video, self.audio, self.rgb_size)
         embedding = self.gating(self.hidden_bn(self.hidden(self.dropout(pooled))))
         return BackboneOutput(
             logits=self.classifier(embedding),
@@ -85,7 +82,9 @@ def nextvlad_paper(num_classes: int = 3862, **overrides) -> NeXtVLAD:
 
 def nextvlad_small(num_classes: int, **overrides) -> NeXtVLAD:
     """A CPU-sized NeXtVLAD: 32 clusters, 8 groups, expansion 2, hidden 512 (7,606,484
-    parameters at 200 classes). BatchNorm statistics move faster than the papers' 0.999 decay,
-    which needs tens of thousands of steps to settle."""
-    config = dict(clusters=32, groups=8, expansion=2, hidden_size=512, bn_momentum=0.01)
+    parameters at 200 classes). BatchNorm statistics use PyTorch's momentum 0.1: with the papers'
+    0.999 decay they need thousands of steps to settle, and a 3-epoch CPU run has about 200 (on
+    the synthetic set, validation GAP after one epoch was 0.21 with decay 0.99 and lr 1e-3, 0.66
+    with decay 0.9 and lr 2e-3)."""
+    config = dict(clusters=32, groups=8, expansion=2, hidden_size=512, bn_momentum=0.1)
     return NeXtVLAD(num_classes, **{**config, **overrides})
