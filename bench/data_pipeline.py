@@ -77,7 +77,15 @@ def vidistill_pipeline(files: list[str], sampler: str, k: int | None) -> int:
 
 
 def run(args: argparse.Namespace) -> None:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core for every contender, as a DataLoader worker has
+    try:
+        _measure(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(args: argparse.Namespace) -> None:
     directory = ensure_dataset(args.work_dir, BENCH_DATA)
     files = expand_files(str(directory / "frame" / "train*.tfrecord"))
     vidistill_records(files)  # warm the page cache and the record index

@@ -23,6 +23,7 @@ takes an optional frame selection so that frames a sampler does not pick are nev
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -179,27 +180,29 @@ def iter_payloads(
     handed to ``on_bad_payload`` when given: the framing is intact, so reading goes on.
     """
     size = os.path.getsize(path)
-    index, offset = start_index, start_offset
+    if size == 0:
+        return
     with open(path, "rb") as f:
-        f.seek(offset)
-        while stop_index is None or index < stop_index:
-            header = f.read(_HEADER.size)
-            if not header:
-                return
-            length = _checked_length(path, index, offset, header, size)
-            payload = f.read(length)
-            footer = f.read(_FOOTER.size)
-            if len(footer) != _FOOTER.size:
-                raise CorruptRecordError(path, index, offset, "file truncated inside the record")
-            if _FOOTER.unpack(footer)[0] == masked_crc32c(payload):
-                yield index, offset, payload
-            else:
-                error = CorruptRecordError(path, index, offset, "payload checksum mismatch")
-                if on_bad_payload is None:
-                    raise error
-                on_bad_payload(error)
-            index += 1
-            offset += _HEADER.size + length + _FOOTER.size
+        # Payloads are zero-copy views of the mapped file: a k-frame sampler then copies only the
+        # frames it picks, and nothing is copied to be checksummed. The mapping is never closed
+        # explicitly; it lives as long as some decoded record still views it.
+        data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    index, offset = start_index, start_offset
+    while (stop_index is None or index < stop_index) and offset < size:
+        header = data[offset : offset + _HEADER.size]
+        length = _checked_length(path, index, offset, header, size)
+        start = offset + _HEADER.size
+        payload = data[start : start + length]
+        (stored,) = _FOOTER.unpack_from(data, start + length)
+        if stored == masked_crc32c(payload):
+            yield index, offset, payload
+        else:
+            error = CorruptRecordError(path, index, offset, "payload checksum mismatch")
+            if on_bad_payload is None:
+                raise error
+            on_bad_payload(error)
+        index += 1
+        offset = start + length + _FOOTER.size
 
 
 def scan_offsets(path: str) -> tuple[np.ndarray, CorruptRecordError | None]:
@@ -322,7 +325,7 @@ def _split_sequence_example(payload: bytes) -> tuple[bytes, dict[str, tuple[int,
                 parts = _length_delimited_fields(payload, entry_start, entry_end)
                 if parts is None or [f for f, _, _ in parts] != [1, 2]:
                     return None
-                name = payload[parts[0][1] : parts[0][2]].decode("utf-8")
+                name = bytes(payload[parts[0][1] : parts[0][2]]).decode("utf-8")
                 if name in lists:
                     return None
                 lists[name] = parts[1][1], parts[1][2]
