@@ -16,6 +16,7 @@ into float32 in one tensor operation, ideally on the accelerator.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import logging
@@ -482,10 +483,19 @@ class YT8MDataset(IterableDataset):
         sampler, max_frames, seed = self.sampler, self.max_frames, self.seed
         epoch = self.epoch if self.train else None
 
+        if not sampler.is_random:
+            # Deterministic picks depend on the length only: computed once per length and
+            # shared, so read-only.
+            @functools.cache
+            def picks(n: int) -> np.ndarray:
+                indices = sampler(n)
+                indices.setflags(write=False)
+                return indices
+
+            return lambda n, video_id: picks(min(n, max_frames))
+
         def select(n: int, video_id: str) -> np.ndarray:
-            n = min(n, max_frames)
-            rng = video_rng(seed, video_id, epoch) if sampler.is_random else None
-            return sampler(n, rng)
+            return sampler(min(n, max_frames), video_rng(seed, video_id, epoch))
 
         return select
 

@@ -500,8 +500,10 @@ class RecordDecoder:
 
     def _labels(self, features, key: str, video_id: str) -> np.ndarray:
         labels = _int64s(features, key)
-        if labels.size:
-            bad = labels[(labels < 0) | (labels >= (self.num_classes or np.iinfo(np.int64).max))]
+        limit = self.num_classes or np.iinfo(np.int64).max
+        # Labels are a handful of ints: plain Python beats array operations here.
+        if any(label < 0 or label >= limit for label in labels.tolist()):
+            bad = labels[(labels < 0) | (labels >= limit)]
             if bad.size:
                 vocabulary = (
                     f"[0, {self.num_classes})" if self.num_classes else "non-negative indices"
