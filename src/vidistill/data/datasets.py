@@ -246,10 +246,15 @@ def dequantize_batch(
     frames = batch["frames"]
     if frames.dtype != torch.uint8:
         return batch
+    if frames.device.type != "cpu" and not per_row:
+        # One masked fill, and no look at the lengths, which would wait for the device.
+        values = dequantize(frames, max_quantized_value, min_quantized_value)
+        batch["frames"] = values.masked_fill_(~batch["mask"].unsqueeze(-1), 0.0)
+        return batch
     lengths = batch["num_frames"].tolist()
     padding = frames.shape[0] * frames.shape[1] - sum(lengths)
     if per_row is None:
-        per_row = frames.device.type == "cpu" and padding * 4 > frames.shape[0] * frames.shape[1]
+        per_row = padding * 4 > frames.shape[0] * frames.shape[1]
     if per_row:
         scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
         values = empty_float32(frames.shape, frames.device)
