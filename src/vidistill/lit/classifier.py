@@ -51,7 +51,8 @@ class VideoClassifier(pl.LightningModule):
         classifier_weight_decay: L2 penalty on the backbone's ``classifier`` parameters only
             (the papers' 1e-5), added to their gradients as TensorFlow's l2 regularizer does.
         clip_grad_norm_per_tensor: clip each parameter's gradient to this L2 norm on its own,
-            as the papers' code did (Lightning's ``gradient_clip_val`` clips the global norm).
+            as the papers' code did, instead of the trainer's ``gradient_clip_val`` (which
+            clips the global norm).
     """
 
     def __init__(
@@ -125,12 +126,23 @@ class VideoClassifier(pl.LightningModule):
         scores, classes = probabilities.topk(min(self.hparams.top_k, probabilities.shape[1]), dim=1)
         return {"ids": batch["ids"], "classes": classes, "scores": scores}
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Per-tensor clipping, when configured, replaces the trainer's global clipping: the
+        papers' recipe clips each tensor and nothing else."""
         limit = self.hparams.clip_grad_norm_per_tensor
-        if limit is not None:
-            for parameter in self.parameters():
-                if parameter.grad is not None:
-                    torch.nn.utils.clip_grad_norm_(parameter, limit)
+        if limit is None:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        for parameter in self.parameters():
+            if parameter.grad is not None:
+                torch.nn.utils.clip_grad_norm_(parameter, limit)
 
     def parameter_groups(self) -> list[dict]:
         """The backbone's classifier (with ``classifier_weight_decay``), then everything else."""

@@ -1,0 +1,29 @@
+"""VideoClassifier pieces that do not need a training run."""
+
+from __future__ import annotations
+
+import torch
+
+from vidistill.lit import VideoClassifier
+from vidistill.models import FrameMeanLogistic, nextvlad_small
+
+
+def test_per_tensor_clipping_replaces_global_clipping():
+    model = VideoClassifier(FrameMeanLogistic(4), num_classes=4, clip_grad_norm_per_tensor=1.0)
+    weight, bias = model.backbone.classifier.linear.weight, model.backbone.classifier.linear.bias
+    weight.grad = torch.full_like(weight, 3.0)  # norm far above 1
+    bias.grad = torch.full_like(bias, 0.1)  # norm 0.2, below 1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    # a tiny global limit would scale everything down; per-tensor clipping ignores it
+    model.configure_gradient_clipping(optimizer, gradient_clip_val=1e-6)
+    assert abs(torch.linalg.vector_norm(weight.grad).item() - 1.0) < 1e-5
+    assert torch.allclose(bias.grad, torch.full_like(bias, 0.1))
+
+
+def test_classifier_weight_decay_applies_to_the_classifier_only():
+    backbone = nextvlad_small(4, clusters=4, hidden_size=16)
+    model = VideoClassifier(backbone, num_classes=4, classifier_weight_decay=1e-5)
+    rest, head = model.parameter_groups()
+    assert {id(p) for p in head["params"]} == {id(p) for p in backbone.classifier.parameters()}
+    assert head["weight_decay"] == 1e-5 and "weight_decay" not in rest
+    assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
