@@ -19,7 +19,10 @@ SMALL_OVERRIDES = {
     "netvlad": ["model.backbone.clusters=4", "model.backbone.hidden_size=32"],
     "dbof": ["model.backbone.cluster_size=64", "model.backbone.hidden_size=32"],
 }
-PRESETS = sorted(p.stem for p in Path(CONFIG_DIR, "model").glob("[!_]*.yaml"))
+# mod_paper is 12 paper-sized NeXtVLADs, 1.07G parameters: too large to train in the suite.
+PRESETS = sorted(
+    p.stem for p in Path(CONFIG_DIR, "model").glob("[!_]*.yaml") if p.stem != "mod_paper"
+)
 
 
 def metrics_of(run_dir: Path) -> dict[str, float]:
@@ -72,7 +75,7 @@ def test_non_finite_loss_names_the_step_and_the_term():
         "labels": torch.zeros(3, 5),
         "ids": ["a", "b", "c"],
     }
-    with pytest.raises(FloatingPointError, match=r"train/loss is nan at global step 0"):
+    with pytest.raises(FloatingPointError, match=r"train/bce is nan at global step 0"):
         model.training_step(batch, 0)
 
 

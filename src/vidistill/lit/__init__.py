@@ -1,5 +1,6 @@
 """LightningModules wrapping the backbones."""
 
-from vidistill.lit.classifier import VideoClassifier, multilabel_bce
+from vidistill.distill import multilabel_bce
+from vidistill.lit.classifier import VideoClassifier
 
 __all__ = ["VideoClassifier", "multilabel_bce"]

@@ -1,4 +1,4 @@
-"""VideoClassifier: any backbone trained with the papers' multi-label BCE objective."""
+"""VideoClassifier: any backbone (or mixture) trained with a pluggable objective."""
 
 from __future__ import annotations
 
@@ -7,27 +7,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from vidistill.distill import LabelLoss, multilabel_bce
 from vidistill.metrics import video_metrics
 from vidistill.models.base import BackboneOutput
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-
-
-def multilabel_bce(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
-) -> torch.Tensor:
-    """BCE summed over classes and averaged over the batch (the papers' loss).
-
-    logits, labels [B, C]; ``weights`` [B, C] masks pairs out of the loss (segment ratings: 1
-    where the (segment, class) pair is rated, 0 elsewhere, so unrated pairs give no gradient).
-    """
-    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    if weights is not None:
-        loss = loss * weights
-    return loss.sum(1).mean()
+Objective = Callable[[BackboneOutput, dict], dict[str, torch.Tensor]]
 
 
 def staircase_decay(decay_steps: int, gamma: float) -> Callable[[int], float]:
@@ -53,6 +40,8 @@ class VideoClassifier(pl.LightningModule):
         clip_grad_norm_per_tensor: clip each parameter's gradient to this L2 norm on its own,
             as the papers' code did, instead of the trainer's ``gradient_clip_val`` (which
             clips the global norm).
+        objective: maps (output, batch) to named loss terms, summed for training and each
+            logged as ``train/<name>`` (see :mod:`vidistill.distill`); BCE by default.
     """
 
     def __init__(
@@ -66,10 +55,12 @@ class VideoClassifier(pl.LightningModule):
         init_output_bias: bool = True,
         classifier_weight_decay: float = 0.0,
         clip_grad_norm_per_tensor: float | None = None,
+        objective: Objective | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "optimizer"], logger=False)
+        self.save_hyperparameters(ignore=["backbone", "optimizer", "objective"], logger=False)
         self.backbone = backbone
+        self.objective = objective or LabelLoss()
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
         self.val_metrics = video_metrics(num_classes, top_k=top_k, prefix="val/")
         self.test_metrics = video_metrics(num_classes, top_k=top_k, prefix="test/")
@@ -87,22 +78,27 @@ class VideoClassifier(pl.LightningModule):
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         return self.backbone(frames, mask)
 
-    def _loss(self, batch: dict, output: BackboneOutput) -> torch.Tensor:
-        return multilabel_bce(output.logits, batch["labels"], batch.get("label_weights"))
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         output = self(batch["frames"], batch["mask"])
-        loss = self._loss(batch, output)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"train/loss is {loss.item()} at global step {self.global_step}"
+        terms = self.objective(output, batch)
+        loss = sum(terms.values())
+        for name, value in {**terms, "loss": loss}.items():
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"train/{name} is {value.item()} at global step {self.global_step}"
+                )
+        size = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        if len(terms) > 1:
+            self.log_dict(
+                {f"train/{name}": value for name, value in terms.items()}, batch_size=size
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["ids"]))
         return loss
 
     def _evaluate(self, batch: dict, metrics, stage: str) -> None:
         output = self(batch["frames"], batch["mask"])
-        loss = self._loss(batch, output)
+        # The prediction's own BCE, comparable across objectives (the metrics score it too).
+        loss = multilabel_bce(output.logits, batch["labels"], batch.get("label_weights"))
         metrics.update(torch.sigmoid(output.logits), batch["labels"])
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["ids"]))
 

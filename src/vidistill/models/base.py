@@ -17,11 +17,13 @@ class BackboneOutput:
         embedding: [B, E] the representation the classifier reads (used by representation
             losses in distillation).
         intermediate: named intermediate representations, e.g. per-block states [B, b, H].
+        members: the outputs of a mixture's members (empty for a single backbone).
     """
 
     logits: torch.Tensor
     embedding: torch.Tensor
     intermediate: dict[str, torch.Tensor] = field(default_factory=dict)
+    members: list[BackboneOutput] = field(default_factory=list)
 
 
 class Backbone(nn.Module):
