@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from vidistill.lit import VideoClassifier
-from vidistill.models import FrameMeanLogistic, nextvlad_small
+from vidistill.models import FrameMeanLogistic, mixture_tree, nextvlad_small
 
 
 def test_per_tensor_clipping_replaces_global_clipping():
@@ -27,3 +29,12 @@ def test_classifier_weight_decay_applies_to_the_classifier_only():
     assert {id(p) for p in head["params"]} == {id(p) for p in backbone.classifier.parameters()}
     assert head["weight_decay"] == 1e-5 and "weight_decay" not in rest
     assert len(rest["params"]) + len(head["params"]) == len(list(model.parameters()))
+
+
+def test_classifier_weight_decay_reaches_every_member_of_a_mixture():
+    tree = mixture_tree(partial(nextvlad_small, 4, clusters=4, hidden_size=16), [2, 2])
+    model = VideoClassifier(tree, num_classes=4, classifier_weight_decay=1e-5)
+    rest, head = model.parameter_groups()
+    leaves = [leaf for mixture in tree.members for leaf in mixture.members]
+    expected = {id(p) for leaf in leaves for p in leaf.classifier.parameters()}
+    assert {id(p) for p in head["params"]} == expected and len(leaves) == 4

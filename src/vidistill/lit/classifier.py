@@ -141,9 +141,14 @@ class VideoClassifier(pl.LightningModule):
                 torch.nn.utils.clip_grad_norm_(parameter, limit)
 
     def parameter_groups(self) -> list[dict]:
-        """The backbone's classifier (with ``classifier_weight_decay``), then everything else."""
-        head = getattr(self.backbone, "classifier", None)
-        head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+        """Everything else, then the classifiers (with ``classifier_weight_decay``): every module
+        named ``classifier`` in the backbone, so each member of a mixture counts too."""
+        head_ids = {
+            id(p)
+            for name, module in self.backbone.named_modules()
+            if name.rpartition(".")[2] == "classifier"
+            for p in module.parameters()
+        }
         groups = [
             {"params": [p for p in self.parameters() if id(p) not in head_ids]},
             {
