@@ -22,6 +22,7 @@ from vidistill.checkpoints import (
     load_model,
 )
 from vidistill.data.synthetic import SyntheticConfig
+from vidistill.models.mixture import subtree
 from vidistill.predict import KagglePredictionWriter
 
 log = logging.getLogger(__name__)
@@ -109,9 +110,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     The model is rebuilt from the checkpoint; frame-selection settings left null in ``cfg.data``
     are the checkpoint's. ``cfg.split`` is ``val`` or ``test`` (null: test when the data has
-    test files, else val). Writes ``metrics.json`` to the run directory and returns the metrics.
+    test files, else val); ``cfg.member`` picks one member of a mixture tree to evaluate alone.
+    Writes ``metrics.json`` to the run directory and returns the metrics.
     """
     model, info = load_model(cfg.ckpt)
+    if cfg.get("member"):
+        model.backbone = subtree(model.backbone, cfg.member)
     datamodule = _datamodule_for(cfg, info)
     split = cfg.get("split") or ("test" if datamodule.files.get("test") is not None else "val")
     if split not in ("val", "test"):

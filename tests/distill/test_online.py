@@ -12,7 +12,8 @@ import torch
 from hydra_helpers import compose_config
 from vidistill.distill import OnlineMixtureDistillation, multilabel_bce, temperature_kl
 from vidistill.models import BackboneOutput, mixture_tree, nextvlad_small
-from vidistill.runner import train
+from vidistill.models.mixture import subtree
+from vidistill.runner import evaluate, train
 
 
 def node(logits, members=()):
@@ -112,3 +113,24 @@ def test_depth_three_tree_trains_with_online_distillation(tmp_path):
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     for term in ("train/bce/level0", "train/bce/level3", "train/kl/level1", "train/kl/level3"):
         assert term in header, term
+    # one leaf of the trained tree, evaluated alone from the tree's checkpoint
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    whole = evaluate(compose_config(tmp_path, [f"ckpt={checkpoint}"], "eval", run="whole"))
+    leaf = evaluate(
+        compose_config(tmp_path, [f"ckpt={checkpoint}", "member=[1,0,1]"], "eval", run="leaf")
+    )
+    assert 0.0 < leaf["test/gap"] <= 1.0 and leaf["test/gap"] != whole["test/gap"]
+    with pytest.raises(ValueError, match="index 2 out of range for a mixture of 2"):
+        evaluate(compose_config(tmp_path, [f"ckpt={checkpoint}", "member=[2]"], "eval", run="x"))
+
+
+def test_subtree_is_the_member_used_alone():
+    tree = mixture_tree(partial(nextvlad_small, 5, clusters=4, hidden_size=16), [2, 3]).eval()
+    frames, mask = torch.randn(2, 6, 1152), torch.ones(2, 6, dtype=torch.bool)
+    out = tree(frames, mask)
+    torch.testing.assert_close(
+        subtree(tree, [1, 2])(frames, mask).logits, out.members[1].members[2].logits
+    )
+    assert subtree(tree, []) is tree
+    with pytest.raises(ValueError, match="is a NeXtVLAD, not a mixture"):
+        subtree(tree, [0, 0, 0])

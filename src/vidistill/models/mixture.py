@@ -86,6 +86,27 @@ def mixture_tree(
     return build(list(branching))
 
 
+def subtree(model: Backbone, path: Sequence[int]) -> Backbone:
+    """The member of a mixture tree at ``path`` (member indices from the root), to use alone:
+    ``()`` is the whole model, ``(0,)`` the root's first member (in MixNeXtVLAD, one NeXtVLAD,
+    the paper's "NeXtVLAD distill"), ``(1, 2)`` the third leaf of the second sub-mixture."""
+    node = model
+    for depth, index in enumerate(path):
+        members = getattr(node, "members", None)
+        if not isinstance(members, nn.ModuleList):
+            raise ValueError(
+                f"member path {list(path)}: the node at {list(path[:depth])} is a "
+                f"{type(node).__name__}, not a mixture"
+            )
+        if not 0 <= index < len(members):
+            raise ValueError(
+                f"member path {list(path)}: index {index} out of range for a mixture of "
+                f"{len(members)} at {list(path[:depth])}"
+            )
+        node = members[index]
+    return node
+
+
 def leaves(output: BackboneOutput) -> list[BackboneOutput]:
     """The leaf outputs of a (possibly nested) mixture output, left to right."""
     if not output.members:
