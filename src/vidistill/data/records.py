@@ -105,8 +105,9 @@ def empty_float32(shape: Sequence[int], device: torch.device | str = "cpu") -> t
 
     A batch of frames is tens of MB allocated anew every step. Torch's CPU allocator maps such
     blocks fresh each time and the kernel faults them in 4 KB at a time, while numpy keeps a
-    cache and asks for huge pages: `make bench` measured the float conversion of a
-    [64, 300, 1152] batch about 4x faster, and of [64, 30, 1152] about 4x faster too.
+    cache and asks for huge pages: converting a uint8 [64, 300, 1152] batch to float32 into
+    numpy-allocated memory measured about 4x faster than ``.to(torch.float32)`` on this 2-core
+    machine, and about 3.9x for [64, 30, 1152].
     """
     if torch.device(device).type == "cpu":
         return torch.from_numpy(np.empty(tuple(shape), np.float32))
@@ -502,15 +503,12 @@ class RecordDecoder:
         labels = _int64s(features, key)
         limit = self.num_classes or np.iinfo(np.int64).max
         # Labels are a handful of ints: plain Python beats array operations here.
-        if any(label < 0 or label >= limit for label in labels.tolist()):
-            bad = labels[(labels < 0) | (labels >= limit)]
-            if bad.size:
-                vocabulary = (
-                    f"[0, {self.num_classes})" if self.num_classes else "non-negative indices"
-                )
-                raise _InvalidPayload(
-                    f"video {video_id!r}: {key} {bad.tolist()} outside the vocabulary {vocabulary}"
-                )
+        bad = [label for label in labels.tolist() if label < 0 or label >= limit]
+        if bad:
+            vocabulary = f"[0, {self.num_classes})" if self.num_classes else "non-negative indices"
+            raise _InvalidPayload(
+                f"video {video_id!r}: {key} {bad} outside the vocabulary {vocabulary}"
+            )
         return labels
 
 

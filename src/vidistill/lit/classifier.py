@@ -82,11 +82,13 @@ class VideoClassifier(pl.LightningModule):
         output = self(batch["frames"], batch["mask"])
         terms = self.objective(output, batch)
         loss = sum(terms.values())
-        for name, value in {**terms, "loss": loss}.items():
-            if not torch.isfinite(value):
-                raise FloatingPointError(
-                    f"train/{name} is {value.item()} at global step {self.global_step}"
-                )
+        if not torch.isfinite(loss):  # one check per step; the culprit is looked up only then
+            name, value = next(
+                ((n, v) for n, v in terms.items() if not torch.isfinite(v)), ("loss", loss)
+            )
+            raise FloatingPointError(
+                f"train/{name} is {value.item()} at global step {self.global_step}"
+            )
         size = len(batch["ids"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         if len(terms) > 1:
