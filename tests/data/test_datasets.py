@@ -256,3 +256,48 @@ def test_on_corrupt_skip_counts_and_keeps_the_rest(tmp_path, caplog):
         )
     assert set(seen) == set(videos) - {"v01002", "v01004", "v01005"}
     assert "only the 4 records before a broken header" in caplog.text
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "random", "first_middle_last"])
+def test_teacher_view_holds_all_frames_and_the_student_view_is_unchanged(shards, sampler):
+    """One decode, two views: the student's frames are exactly what a single-view dataset with the
+    same sampler delivers (random picks included), the teacher's are every frame."""
+    directory, videos = shards
+    common = dict(num_classes=10, batch_size=7, sampler=sampler, k=6, train=True, seed=3)
+    single = YT8MDataset(str(directory / "*.tfrecord"), **common)
+    both = YT8MDataset(str(directory / "*.tfrecord"), teacher_sampler="all", **common)
+    for dataset in (single, both):
+        dataset.set_epoch(2)
+    for plain, batch in zip(single, both, strict=True):
+        assert plain["ids"] == batch["ids"]
+        for key in ("frames", "mask", "num_frames", "labels"):
+            assert torch.equal(plain[key], batch[key]), key
+        assert batch["teacher_frames"].shape[1] == 300  # max_frames, as all-frames batches
+        for row, video_id in enumerate(batch["ids"]):
+            _, rgb, audio = videos[video_id]
+            n = len(rgb)
+            assert batch["teacher_num_frames"][row] == n
+            assert batch["teacher_mask"][row].sum() == n
+            np.testing.assert_array_equal(batch["teacher_frames"][row, :n, :1024].numpy(), rgb)
+            np.testing.assert_array_equal(batch["teacher_frames"][row, :n, 1024:].numpy(), audio)
+        values = dequantize_batch(dict(batch))
+        assert values["teacher_frames"].dtype == torch.float32
+        assert torch.all(values["teacher_frames"][~batch["teacher_mask"]] == 0.0)
+        assert torch.equal(values["frames"], dequantize_batch(dict(plain))["frames"])
+
+
+def test_student_cannot_see_more_frames_than_the_teacher(shards):
+    directory, _ = shards
+    with pytest.raises(ValueError, match="student sees up to 12 .* teacher only 8"):
+        YT8MDataset(
+            str(directory / "*.tfrecord"),
+            num_classes=10,
+            sampler="uniform",
+            k=12,
+            teacher_sampler="uniform",
+            teacher_k=8,
+        )
+    with pytest.raises(ValueError, match="teacher view needs frame mode"):
+        YT8MDataset(
+            str(directory / "*.tfrecord"), num_classes=10, mode="video", teacher_sampler="all"
+        )

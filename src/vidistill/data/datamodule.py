@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vidistill.data.datasets import YT8MDataset, dequantize_batch
+from vidistill.data.datasets import YT8MDataset, check_views, dequantize_batch
+from vidistill.data.samplers import build_sampler
 
 Files = str | Sequence[str] | None
 
@@ -76,6 +77,10 @@ class YT8MDataModule(pl.LightningDataModule):
         sampler, k, stride: frame selection for every split (``all`` by default).
         batch_size: training batch; ``eval_batch_size`` defaults to it.
         dequantize_range: (max, min) quantization range of the official formula.
+        teacher_sampler, teacher_k: teacher-student training: training batches also carry the
+            teacher's view of the same videos (``teacher_frames``, ``teacher_mask``,
+            ``teacher_num_frames``), usually ``all`` frames; evaluation batches carry only the
+            student's view, the model being evaluated.
 
     Batches arrive at the model as dicts with float32 ``frames`` [B, T, 1152] (dequantized after
     the transfer to the device; padding 0.0), bool ``mask`` [B, T], int ``num_frames`` [B],
@@ -104,6 +109,8 @@ class YT8MDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         dequantize_range: tuple[float, float] = (2.0, -2.0),
         index_cache: str | None = None,
+        teacher_sampler: str | None = None,
+        teacher_k: int | None = None,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -115,6 +122,12 @@ class YT8MDataModule(pl.LightningDataModule):
         }
         self._num_classes = num_classes
         self.datasets: dict[str, YT8MDataset] = {}
+        # Frame-selection mistakes surface here, before any file is read.
+        student = build_sampler(sampler, k, stride)
+        if teacher_sampler is not None:
+            check_views(student, build_sampler(teacher_sampler, teacher_k), max_frames)
+        else:
+            student.output_frames(max_frames)
 
     # -- vocabulary ---------------------------------------------------------------------------
 
@@ -186,6 +199,8 @@ class YT8MDataModule(pl.LightningDataModule):
             world_size=trainer.world_size if trainer is not None else None,
             on_corrupt=h.on_corrupt,
             index_cache=h.index_cache,
+            teacher_sampler=h.teacher_sampler if train else None,
+            teacher_k=h.teacher_k,
         )
 
     def _loader(self, split: str) -> DataLoader:

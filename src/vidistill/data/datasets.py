@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -229,13 +229,22 @@ def collate_videos(
     }
 
 
+# The frame tensors a batch may carry, each with its mask and lengths: what the (student) model
+# sees, and the teacher's view of the same videos in teacher-student training.
+FRAME_VIEWS = (
+    ("frames", "mask", "num_frames"),
+    ("teacher_frames", "teacher_mask", "teacher_num_frames"),
+)
+
+
 def dequantize_batch(
     batch: dict,
     max_quantized_value: float = 2.0,
     min_quantized_value: float = -2.0,
     per_row: bool | None = None,
 ) -> dict:
-    """Turn uint8 ``frames`` [B, T, D] into float32 in the batch, padding frames set to 0.0.
+    """Turn every uint8 frame view of the batch (``frames`` [B, T, D], and ``teacher_frames``
+    when present) into float32 in place, padding frames set to 0.0.
 
     Valid frames come first in every row (``num_frames`` of them). When padding is a large share
     of the batch (all-frames batches of YT8M-length videos are about half padding) each row's
@@ -243,15 +252,33 @@ def dequantize_batch(
     accelerators, the whole tensor goes through the formula at once, which avoids B small
     operations (``per_row`` forces either way).
     """
-    frames = batch["frames"]
-    if frames.dtype != torch.uint8:
-        return batch
+    for frames_key, mask_key, lengths_key in FRAME_VIEWS:
+        frames = batch.get(frames_key)
+        if frames is not None and frames.dtype == torch.uint8:
+            batch[frames_key] = _dequantize_view(
+                frames,
+                batch[mask_key],
+                batch[lengths_key],
+                max_quantized_value,
+                min_quantized_value,
+                per_row,
+            )
+    return batch
+
+
+def _dequantize_view(
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    num_frames: torch.Tensor,
+    max_quantized_value: float,
+    min_quantized_value: float,
+    per_row: bool | None,
+) -> torch.Tensor:
     if frames.device.type != "cpu" and not per_row:
         # One masked fill, and no look at the lengths, which would wait for the device.
         values = dequantize(frames, max_quantized_value, min_quantized_value)
-        batch["frames"] = values.masked_fill_(~batch["mask"].unsqueeze(-1), 0.0)
-        return batch
-    lengths = batch["num_frames"].tolist()
+        return values.masked_fill_(~mask.unsqueeze(-1), 0.0)
+    lengths = num_frames.tolist()
     padding = frames.shape[0] * frames.shape[1] - sum(lengths)
     if per_row is None:
         per_row = padding * 4 > frames.shape[0] * frames.shape[1]
@@ -261,12 +288,11 @@ def dequantize_batch(
         for row, n in enumerate(lengths):
             values[row, :n].copy_(frames[row, :n]).mul_(scale).add_(bias)
             values[row, n:] = 0.0
-    else:
-        values = dequantize(frames, max_quantized_value, min_quantized_value)
-        if padding:
-            values.masked_fill_(~batch["mask"].unsqueeze(-1), 0.0)
-    batch["frames"] = values
-    return batch
+        return values
+    values = dequantize(frames, max_quantized_value, min_quantized_value)
+    if padding:
+        values.masked_fill_(~mask.unsqueeze(-1), 0.0)
+    return values
 
 
 def segment_samples(record: SegmentRecord) -> Iterator[dict]:
@@ -288,6 +314,20 @@ def segment_samples(record: SegmentRecord) -> Iterator[dict]:
             "classes": record.segment_labels[rated],
             "scores": record.segment_scores[rated],
         }
+
+
+def check_views(student: FrameSampler, teacher: FrameSampler, max_frames: int) -> int:
+    """The teacher's frames per video; ValueError if the student could see more frames than the
+    teacher (a student k larger than the teacher's frames)."""
+    student_frames = student.output_frames(max_frames)
+    teacher_frames = teacher.output_frames(max_frames)
+    if student_frames > teacher_frames:
+        raise ValueError(
+            f"the student sees up to {student_frames} frames per video ({student!r}) but the "
+            f"teacher only {teacher_frames} ({teacher!r}): the student's k must not exceed the "
+            "teacher's frames"
+        )
+    return teacher_frames
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,6 +355,9 @@ class YT8MDataset(IterableDataset):
             (file, index, offset, problem) and counts it, and a bad length field skips the
             rest of that file, also logged.
         drop_last: drop each worker's final partial batch.
+        teacher_sampler, teacher_k: in frame mode, also deliver a teacher's view of every video
+            (``teacher_frames``, ``teacher_mask``, ``teacher_num_frames``; ``all`` for every
+            frame), for teacher-student training. Both views come from one decode of the record.
     """
 
     def __init__(
@@ -336,6 +379,8 @@ class YT8MDataset(IterableDataset):
         on_corrupt: str = "raise",
         drop_last: bool = False,
         index_cache: str | Path | None = None,
+        teacher_sampler: FrameSampler | str | None = None,
+        teacher_k: int | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -353,6 +398,14 @@ class YT8MDataset(IterableDataset):
         self.sampler = build_sampler(sampler, k, stride) if mode == "frame" else AllFrames()
         self.max_frames = max_frames
         self.frames_per_video = self.sampler.output_frames(max_frames)
+        self.teacher_sampler = None
+        if teacher_sampler is not None:
+            if mode != "frame":
+                raise ValueError(f"a teacher view needs frame mode, not mode={mode!r}")
+            self.teacher_sampler = build_sampler(teacher_sampler, teacher_k)
+            self.teacher_frames_per_video = check_views(
+                self.sampler, self.teacher_sampler, max_frames
+            )
         self.train = train
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -447,6 +500,14 @@ class YT8MDataset(IterableDataset):
             yield self._collate(pending)
 
     def _collate(self, samples: list) -> dict:
+        if self.mode == "frame" and self.teacher_sampler is not None:
+            batch = collate_frames([s for s, _ in samples], self.num_classes, self.frames_per_video)
+            teacher = collate_frames(
+                [t for _, t in samples], self.num_classes, self.teacher_frames_per_video
+            )
+            for key in ("frames", "mask", "num_frames"):
+                batch[f"teacher_{key}"] = teacher[key]
+            return batch
         if self.mode == "frame":
             return collate_frames(samples, self.num_classes, self.frames_per_video)
         if self.mode == "segment":
@@ -462,7 +523,12 @@ class YT8MDataset(IterableDataset):
             log.warning("on_corrupt=skip: skipping %s", error)
 
         on_bad_payload = skip if self.on_corrupt == "skip" else None
-        selector = self._selector() if self.mode == "frame" else None
+        views = self._views() if self.teacher_sampler is not None else None
+        selector = None
+        if self.mode == "frame":
+            # With two views the record is decoded once, up to max_frames, and each view picks
+            # its rows from it.
+            selector = self._selector(AllFrames() if views else self.sampler)
         decoder = RecordDecoder(self.mode, self.num_classes, selector)
         for file_index, start, stop in ranges:
             path = self.files[file_index]
@@ -478,14 +544,38 @@ class YT8MDataset(IterableDataset):
                     continue
                 if self.mode == "segment":
                     yield from segment_samples(record)
+                elif views is not None:
+                    yield views(record)
                 else:
                     yield record
         if skipped:
             files = ", ".join(sorted({self.files[f] for f, _, _ in ranges}))
             log.warning("on_corrupt=skip: %d records skipped in this pass over %s", skipped, files)
 
-    def _selector(self):
-        sampler, max_frames, seed = self.sampler, self.max_frames, self.seed
+    def _views(self) -> Callable[[FrameRecord], tuple[FrameRecord, FrameRecord]]:
+        """(student, teacher) records from a record decoded up to ``max_frames``."""
+        student, teacher = self._selector(self.sampler), self._selector(self.teacher_sampler)
+
+        def pick(record: FrameRecord, indices: np.ndarray) -> FrameRecord:
+            if len(indices) == len(record.frame_indices):
+                return record
+            return FrameRecord(
+                record.id,
+                record.labels,
+                record.rgb[indices],
+                record.audio[indices],
+                record.num_frames,
+                indices,
+            )
+
+        def views(record: FrameRecord) -> tuple[FrameRecord, FrameRecord]:
+            n = len(record.frame_indices)
+            return pick(record, student(n, record.id)), pick(record, teacher(n, record.id))
+
+        return views
+
+    def _selector(self, sampler: FrameSampler) -> Callable[[int, str], np.ndarray]:
+        max_frames, seed = self.max_frames, self.seed
         epoch = self.epoch if self.train else None
 
         if not sampler.is_random:
