@@ -26,6 +26,10 @@ FRAME_SELECTION_KEYS = ("sampler", "k", "stride", "max_frames", "seed")
 # Keys listed per category in a mismatch error; the rest are counted.
 _SHOWN_KEYS = 5
 
+# State-dict entries of the training objective (a teacher trained alongside, a projection):
+# needed to resume training, not to use the model.
+_OBJECTIVE_PREFIX = "objective."
+
 
 class RunConfigInCheckpoint(pl.Callback):
     """Writes the resolved model config and the data's frame selection into every checkpoint.
@@ -81,14 +85,19 @@ def load_model(
     """Rebuild the model a checkpoint was trained as and load its weights strictly.
 
     Returns the model (in eval mode) and the checkpoint's ``vidistill`` entry (``model``,
-    ``data``, ``version``) with the checkpoint's ``epoch`` and ``global_step`` added.
+    ``data``, ``version``) with the checkpoint's ``epoch`` and ``global_step`` added. The
+    training objective's state (a distillation teacher, projections) is left out.
     Raises ValueError naming the file if the checkpoint has no stored config or its weights do
     not fit the rebuilt model.
     """
     checkpoint = read_checkpoint(checkpoint_path, map_location)
     entry = run_config(checkpoint, checkpoint_path)
     model = instantiate(entry["model"])
-    state_dict = checkpoint["state_dict"]
+    state_dict = {
+        key: value
+        for key, value in checkpoint["state_dict"].items()
+        if not key.startswith(_OBJECTIVE_PREFIX)
+    }
     _raise_on_mismatch(model, state_dict, checkpoint_path, entry["model"])
     model.load_state_dict(state_dict, strict=True)
     model.eval()
@@ -98,6 +107,32 @@ def load_model(
         "global_step": checkpoint.get("global_step"),
     }
     return model, info
+
+
+def load_backbone(
+    checkpoint_path: str | os.PathLike, backbone_config: Any | None = None
+) -> torch.nn.Module:
+    """The trained backbone of a checkpoint (a distillation teacher), in eval mode.
+
+    ``backbone_config`` (a ``_target_`` config) is the architecture the caller expects: the
+    weights must fit it exactly, else ValueError naming the file and what differs. ``None``
+    rebuilds the architecture the checkpoint was trained as.
+    """
+    if backbone_config is None:
+        model, _ = load_model(checkpoint_path)
+        return model.backbone
+    checkpoint = read_checkpoint(checkpoint_path)
+    prefix = "backbone."
+    state_dict = {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    backbone = instantiate(backbone_config)
+    stored_model = (checkpoint.get(CHECKPOINT_KEY) or {}).get("model")
+    _raise_on_mismatch(backbone, state_dict, checkpoint_path, stored_model)
+    backbone.load_state_dict(state_dict, strict=True)
+    return backbone.eval()
 
 
 def check_resume_compatible(model: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -12,6 +13,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -19,7 +21,10 @@ from vidistill.checkpoints import (
     FRAME_SELECTION_KEYS,
     RunConfigInCheckpoint,
     check_resume_compatible,
+    load_backbone,
     load_model,
+    read_checkpoint,
+    run_config,
 )
 from vidistill.data.synthetic import SyntheticConfig
 from vidistill.models.mixture import subtree
@@ -28,6 +33,10 @@ from vidistill.predict import KagglePredictionWriter
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+TEACHER_DIR = "teacher"
+# Callbacks (by their key under `callbacks`) that act on a distillation objective, so are left
+# out of the run that trains the teacher first.
+DISTILLATION_CALLBACKS = ("loss_schedule",)
 PREDICTIONS_FILE = "predictions.csv"
 
 # The synthetic generator's knobs as a typed config node, so `data.generator.num_trian=...` is
@@ -35,9 +44,24 @@ PREDICTIONS_FILE = "predictions.csv"
 ConfigStore.instance().store(group="data/generator", name="synthetic", node=SyntheticConfig)
 
 
+def build(config: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, but a mistake the constructor reports (ValueError, TypeError,
+    KeyError, FileNotFoundError) surfaces as itself: its message names the problem, and Hydra's
+    wrapper would bury it under the call's description."""
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        while isinstance(cause, InstantiationException):  # nested targets wrap once per level
+            cause = cause.__cause__
+        if isinstance(cause, ValueError | TypeError | KeyError | FileNotFoundError):
+            raise cause from None
+        raise
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """Instantiate the data and settle ``cfg.num_classes`` against its vocabulary."""
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = build(cfg.data, _convert_="all")
     num_classes = datamodule.num_classes
     if cfg.get("num_classes") is None:
         with open_dict(cfg):
@@ -53,18 +77,21 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     """Objects of a config group whose entries each have a ``_target_`` (callbacks, loggers)."""
     if not group:
         return []
-    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+    return [build(entry) for entry in group.values() if entry and "_target_" in entry]
 
 
 def train(cfg: DictConfig) -> float | None:
     """Fit the configured model, evaluate its best checkpoint, write ``metrics.json``.
 
+    Serial distillation without a teacher checkpoint first trains the teacher the same way, in
+    ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run).
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
+    teacher_record = train_teacher_first(cfg) if _needs_teacher_run(cfg) else None
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_path(cfg)
     datamodule = build_datamodule(cfg)
-    model = instantiate(cfg.model)
+    model = build(cfg.model, objective=build_objective(cfg))
     if ckpt_path is not None:
         check_resume_compatible(model, ckpt_path)
     callbacks = instantiate_group(cfg.get("callbacks"))
@@ -99,10 +126,94 @@ def train(cfg: DictConfig) -> float | None:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "config": _config_record(cfg),
+            **({"teacher": teacher_record} if teacher_record else {}),
         },
     )
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else value
+
+
+def build_objective(cfg: DictConfig) -> Any:
+    """The training objective of ``cfg.distill``; a teacher-student objective gets its teacher
+    backbone, loaded from ``distill.teacher.checkpoint`` or built from ``distill.teacher.model``."""
+    if "teacher" not in cfg.distill:
+        return build(cfg.distill)
+    spec = cfg.distill.teacher
+    model = spec.get("model") if spec is not None else None
+    checkpoint = spec.get("checkpoint") if spec is not None else None
+    backbone = model.backbone if model is not None else None
+    if checkpoint is not None:
+        teacher = load_backbone(checkpoint, backbone)
+        _warn_on_teacher_frames(checkpoint, cfg)
+    else:
+        teacher = build(backbone) if backbone is not None else None
+    return build(cfg.distill, teacher=teacher)
+
+
+def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
+    """Train the teacher of a serial distillation run (plain BCE on the teacher's frames) in
+    ``<output_dir>/teacher``, or reuse the finished teacher run found there; points
+    ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its metrics record."""
+    directory = Path(cfg.paths.output_dir) / TEACHER_DIR
+    record_path = directory / METRICS_FILE
+    if not record_path.is_file():
+        log.info("serial distillation: training the teacher first, in %s", directory)
+        train(_teacher_run_config(cfg, directory))
+    else:
+        log.info("serial distillation: reusing the teacher trained in %s", directory)
+    record = json.loads(record_path.read_text())
+    if not record.get("best_checkpoint"):
+        raise RuntimeError(f"{record_path}: the teacher run saved no checkpoint to distill from")
+    with open_dict(cfg):
+        cfg.distill.teacher.checkpoint = record["best_checkpoint"]
+    if cfg.get("ckpt_path") == "last" and not _last_checkpoint(cfg).is_file():
+        log.info("ckpt_path=last: the run stopped while training the teacher; the student starts")
+        cfg.ckpt_path = None
+    return {key: record[key] for key in ("metrics", "best_checkpoint", "epochs")}
+
+
+def _needs_teacher_run(cfg: DictConfig) -> bool:
+    spec = cfg.distill.get("teacher") if "teacher" in cfg.distill else None
+    return (
+        spec is not None
+        and not cfg.distill.get("parallel", False)
+        and spec.get("checkpoint") is None
+        and spec.get("model") is not None
+    )
+
+
+def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
+    """The student's run config turned into the teacher's: its model, all its frames, plain
+    BCE, its own directory; resumed from its last checkpoint when the student run resumes."""
+    teacher = copy.deepcopy(cfg)
+    with open_dict(teacher):
+        teacher.model = cfg.distill.teacher.model
+        teacher.distill = {"_target_": "vidistill.distill.LabelLoss"}
+        teacher.data.sampler = cfg.data.teacher_sampler
+        teacher.data.k = cfg.data.get("teacher_k")
+        teacher.data.teacher_sampler = None
+        teacher.data.teacher_k = None
+        teacher.paths.output_dir = str(directory)
+        for name in DISTILLATION_CALLBACKS:
+            if teacher.get("callbacks") and name in teacher.callbacks:
+                teacher.callbacks[name] = None
+        teacher.task_name = f"{cfg.task_name}/{TEACHER_DIR}"
+        last = directory / "checkpoints" / "last.ckpt"
+        teacher.ckpt_path = "last" if cfg.get("ckpt_path") == "last" and last.is_file() else None
+    return teacher
+
+
+def _warn_on_teacher_frames(checkpoint: str, cfg: DictConfig) -> None:
+    stored = run_config(read_checkpoint(checkpoint), checkpoint).get("data", {})
+    wanted = cfg.data.get("teacher_sampler")
+    if stored.get("sampler") != wanted:
+        log.warning(
+            "the teacher %s was trained on sampler=%s frames but sees data.teacher_sampler=%s "
+            "frames here",
+            checkpoint,
+            stored.get("sampler"),
+            wanted,
+        )
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -165,7 +276,7 @@ def resume_path(cfg: DictConfig) -> str | None:
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
-        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        path = _last_checkpoint(cfg)
         if not path.is_file():
             raise FileNotFoundError(
                 f"ckpt_path=last but there is no {path} (last is the run directory's "
@@ -175,6 +286,10 @@ def resume_path(cfg: DictConfig) -> str | None:
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return str(ckpt_path)
+
+
+def _last_checkpoint(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
 
 
 def _datamodule_for(cfg: DictConfig, info: dict[str, Any]) -> pl.LightningDataModule:
@@ -204,7 +319,7 @@ def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
         # torch's SyncBatchNorm runs on CUDA only; DDP on CPU (gloo) keeps per-process statistics.
         log.warning("sync_batchnorm is CUDA-only: off for this %s run", accelerator)
         overrides["sync_batchnorm"] = False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
 def _config_record(cfg: DictConfig) -> dict[str, Any]:

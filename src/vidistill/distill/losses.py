@@ -31,3 +31,11 @@ def temperature_kl(
     teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
     student = F.log_softmax(student_logits / temperature, dim=-1)
     return (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+
+def squared_error(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``||teacher - student||^2`` summed over every axis but the batch, averaged over the batch.
+
+    student, teacher [B, ...] of one shape -> scalar (the fewer-frames paper's L_rep).
+    """
+    return (teacher - student).square().flatten(1).sum(1).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,11 @@ class VideoClassifier(pl.LightningModule):
             as the papers' code did, instead of the trainer's ``gradient_clip_val`` (which
             clips the global norm).
         objective: maps (output, batch) to named loss terms, summed for training and each
-            logged as ``train/<name>`` (see :mod:`vidistill.distill`); BCE by default.
+            logged as ``train/<name>`` (see :mod:`vidistill.distill`); BCE by default. An
+            objective with state (a teacher, a projection) is an ``nn.Module``, trained and
+            checkpointed with the model; it may define ``attach(backbone)`` (called here once)
+            and ``initialize_output_bias(backbone, log_odds)`` (then it decides where outputs
+            start). It is training-only: :func:`vidistill.checkpoints.load_model` leaves it out.
     """
 
     def __init__(
@@ -60,7 +65,10 @@ class VideoClassifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "optimizer", "objective"], logger=False)
         self.backbone = backbone
-        self.objective = objective or LabelLoss()
+        self.objective = objective if objective is not None else LabelLoss()
+        attach = getattr(self.objective, "attach", None)
+        if attach is not None:
+            attach(self.backbone)
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
         self.val_metrics = video_metrics(num_classes, top_k=top_k, prefix="val/")
         self.test_metrics = video_metrics(num_classes, top_k=top_k, prefix="test/")
@@ -70,6 +78,8 @@ class VideoClassifier(pl.LightningModule):
         if stage != "fit" or not self.hparams.init_output_bias:
             return
         initialize = getattr(self.backbone, "initialize_output_bias", None)
+        if hasattr(self.objective, "initialize_output_bias"):
+            initialize = functools.partial(self.objective.initialize_output_bias, self.backbone)
         priors_of = getattr(getattr(self.trainer, "datamodule", None), "class_priors", None)
         priors = priors_of() if initialize is not None and priors_of is not None else None
         if priors is not None:
@@ -143,18 +153,20 @@ class VideoClassifier(pl.LightningModule):
                 torch.nn.utils.clip_grad_norm_(parameter, limit)
 
     def parameter_groups(self) -> list[dict]:
-        """Everything else, then the classifiers (with ``classifier_weight_decay``): every module
-        named ``classifier`` in the backbone, so each member of a mixture counts too."""
+        """The trainable parameters: everything else, then the classifiers (with
+        ``classifier_weight_decay``): every module named ``classifier``, so each member of a
+        mixture and a teacher trained alongside count too."""
         head_ids = {
             id(p)
-            for name, module in self.backbone.named_modules()
+            for name, module in self.named_modules()
             if name.rpartition(".")[2] == "classifier"
             for p in module.parameters()
         }
+        trainable = [p for p in self.parameters() if p.requires_grad]
         groups = [
-            {"params": [p for p in self.parameters() if id(p) not in head_ids]},
+            {"params": [p for p in trainable if id(p) not in head_ids]},
             {
-                "params": [p for p in self.parameters() if id(p) in head_ids],
+                "params": [p for p in trainable if id(p) in head_ids],
                 "weight_decay": self.hparams.classifier_weight_decay,
             },
         ]

@@ -31,10 +31,12 @@ class Backbone(nn.Module):
 
     Subclasses keep their classifier in ``self.classifier`` (a module mapping [B, E] to logits
     [B, C]), which lets a LightningModule start it at the class priors and lets distillation share
-    or swap classifiers.
+    or swap classifiers, and set ``embedding_size`` (E), which lets distillation size a projection
+    between two backbones' embeddings before training starts.
     """
 
     classifier: nn.Module
+    embedding_size: int
 
     def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
         """Start every class at its prior (log-odds [C]) instead of p = 0.5."""

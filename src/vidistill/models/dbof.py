@@ -49,6 +49,7 @@ class DBoF(Backbone):
         self.hidden = nn.Linear(cluster_size, hidden_size, bias=False)
         self.hidden_bn = nn.BatchNorm1d(hidden_size, **bn)
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
+        self.embedding_size = hidden_size
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         x = F.relu6(self.project_bn(self.project(self.input_bn(pack(frames, mask)))))

@@ -100,8 +100,9 @@ class HRNN(Backbone):
         for lstm in (self.lower, self.upper):
             _init_biases(lstm, forget_bias)
         self.dropout = nn.Dropout(dropout)
+        self.embedding_size = 2 * num_layers * upper_size
         self.classifier = build_classifier(
-            classifier, 2 * num_layers * upper_size, num_classes, num_mixtures
+            classifier, self.embedding_size, num_classes, num_mixtures
         )
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:

@@ -20,6 +20,7 @@ class FrameMeanLogistic(Backbone):
     def __init__(self, num_classes: int, feature_size: int = FEATURE_SIZE):
         super().__init__()
         self.classifier = LogisticClassifier(feature_size, num_classes)
+        self.embedding_size = feature_size
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = masked_mean(frames, mask)

@@ -57,6 +57,7 @@ class NetVLAD(Backbone):
         self.hidden = nn.Linear(self.video.output_size + self.audio.output_size, hidden_size)
         self.gating = ContextGating(hidden_size, **bn)
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
+        self.embedding_size = hidden_size
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = pool_modalities(

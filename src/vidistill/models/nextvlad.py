@@ -60,6 +60,7 @@ class NeXtVLAD(Backbone):
         self.hidden_bn = nn.BatchNorm1d(hidden_size, eps=bn_eps, momentum=bn_momentum)
         self.gating = SEContextGating(hidden_size, gating_reduction, **bn)
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
+        self.embedding_size = hidden_size
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = pool_modalities(frames, mask, self.video, self.audio, self.rgb_size)
