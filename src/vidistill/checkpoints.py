@@ -86,13 +86,16 @@ def load_model(
 
     Returns the model (in eval mode) and the checkpoint's ``vidistill`` entry (``model``,
     ``data``, ``version``) with the checkpoint's ``epoch`` and ``global_step`` added. The
-    training objective's state (a distillation teacher, projections) is left out.
+    training objective's state (a distillation teacher, projections) and the model-parallel
+    placement are left out.
     Raises ValueError naming the file if the checkpoint has no stored config or its weights do
     not fit the rebuilt model.
     """
     checkpoint = read_checkpoint(checkpoint_path, map_location)
     entry = run_config(checkpoint, checkpoint_path)
-    model = instantiate(entry["model"])
+    # The devices a model was trained across need not exist where it is used; the trainer
+    # that evaluates it puts it on its own device.
+    model = instantiate({**entry["model"], "placement": None})
     state_dict = {
         key: value
         for key, value in checkpoint["state_dict"].items()

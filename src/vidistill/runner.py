@@ -87,10 +87,14 @@ def train(cfg: DictConfig) -> float | None:
     ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run).
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
-    teacher_record = train_teacher_first(cfg) if _needs_teacher_run(cfg) else None
+    datamodule = build_datamodule(cfg)
+    teacher_record = None
+    if _needs_teacher_run(cfg):
+        # Every setting of the student's run is checked before the teacher spends its epochs.
+        build(cfg.model, objective=build_objective(cfg))
+        teacher_record = train_teacher_first(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_path(cfg)
-    datamodule = build_datamodule(cfg)
     model = build(cfg.model, objective=build_objective(cfg))
     if ckpt_path is not None:
         check_resume_compatible(model, ckpt_path)
@@ -143,7 +147,10 @@ def build_objective(cfg: DictConfig) -> Any:
     checkpoint = spec.get("checkpoint") if spec is not None else None
     backbone = model.backbone if model is not None else None
     if checkpoint is not None:
-        teacher = load_backbone(checkpoint, backbone)
+        try:
+            teacher = load_backbone(checkpoint, backbone)
+        except ValueError as error:
+            raise ValueError(f"distill.teacher.checkpoint: {error}") from None
         _warn_on_teacher_frames(checkpoint, cfg)
     else:
         teacher = build(backbone) if backbone is not None else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -13,6 +13,7 @@ from torch import nn
 from vidistill.distill import LabelLoss, multilabel_bce
 from vidistill.metrics import video_metrics
 from vidistill.models.base import BackboneOutput
+from vidistill.models.mixture import place
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Objective = Callable[[BackboneOutput, dict], dict[str, torch.Tensor]]
@@ -47,6 +48,8 @@ class VideoClassifier(pl.LightningModule):
             checkpointed with the model; it may define ``attach(backbone)`` (called here once)
             and ``initialize_output_bias(backbone, log_odds)`` (then it decides where outputs
             start). It is training-only: :func:`vidistill.checkpoints.load_model` leaves it out.
+        placement: model parallelism for a mixture backbone (MOD paper): one device per member
+            of its root (:func:`vidistill.models.mixture.place`); one process only.
     """
 
     def __init__(
@@ -61,10 +64,13 @@ class VideoClassifier(pl.LightningModule):
         classifier_weight_decay: float = 0.0,
         clip_grad_norm_per_tensor: float | None = None,
         objective: Objective | None = None,
+        placement: Sequence[str] | None = None,
     ):
         super().__init__()
+        if placement is not None:  # plain strings: checkpoints hold no config objects
+            placement = [str(device) for device in placement]
         self.save_hyperparameters(ignore=["backbone", "optimizer", "objective"], logger=False)
-        self.backbone = backbone
+        self.backbone = backbone if placement is None else place(backbone, placement)
         self.objective = objective if objective is not None else LabelLoss()
         attach = getattr(self.objective, "attach", None)
         if attach is not None:
@@ -74,6 +80,11 @@ class VideoClassifier(pl.LightningModule):
         self.test_metrics = video_metrics(num_classes, top_k=top_k, prefix="test/")
 
     def setup(self, stage: str) -> None:
+        if self.hparams.placement is not None and self.trainer.world_size > 1:
+            raise ValueError(
+                "model.placement spreads one model over several devices of one process; it "
+                f"cannot run under {self.trainer.world_size} processes: use trainer=gpu"
+            )
         # Runs before a resumed checkpoint is loaded, so resuming keeps the trained biases.
         if stage != "fit" or not self.hparams.init_output_bias:
             return
@@ -84,6 +95,17 @@ class VideoClassifier(pl.LightningModule):
         priors = priors_of() if initialize is not None and priors_of is not None else None
         if priors is not None:
             initialize(torch.logit(priors))
+
+    def on_train_start(self) -> None:
+        if self.hparams.placement is None:
+            return
+        # A resumed run gets its optimizer state back on the root device; the state of placed
+        # members must live with their parameters.
+        for optimizer in self.trainer.optimizers:
+            for parameter, state in optimizer.state.items():
+                for key, value in state.items():
+                    if torch.is_tensor(value) and key != "step":
+                        state[key] = value.to(parameter.device)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         return self.backbone(frames, mask)
@@ -101,10 +123,8 @@ class VideoClassifier(pl.LightningModule):
             )
         size = len(batch["ids"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        if len(terms) > 1:
-            self.log_dict(
-                {f"train/{name}": value for name, value in terms.items()}, batch_size=size
-            )
+        # Every term by name, even alone: a loss schedule switches terms on and off.
+        self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=size)
         return loss
 
     def _evaluate(self, batch: dict, metrics, stage: str) -> None:

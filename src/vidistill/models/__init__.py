@@ -4,7 +4,7 @@ from vidistill.models.base import Backbone, BackboneOutput, count_parameters, ma
 from vidistill.models.dbof import DBoF, dbof_paper, dbof_small
 from vidistill.models.hrnn import HRNN, hrnn_paper, hrnn_small
 from vidistill.models.logistic import FrameMeanLogistic
-from vidistill.models.mixture import Mixture, mixture_tree
+from vidistill.models.mixture import Mixture, mixture_tree, place, subtree
 from vidistill.models.netvlad import NetVLAD, netvlad_paper, netvlad_small
 from vidistill.models.nextvlad import NeXtVLAD, nextvlad_paper, nextvlad_small
 
@@ -24,6 +24,8 @@ __all__ = [
     "hrnn_small",
     "masked_mean",
     "mixture_tree",
+    "place",
+    "subtree",
     "netvlad_paper",
     "netvlad_small",
     "nextvlad_paper",

@@ -3,10 +3,28 @@
 A :class:`Mixture` is itself a backbone, so mixtures nest without special cases: a mixture of
 three NeXtVLADs is MixNeXtVLAD, a mixture of four such mixtures is the paper's two-level
 MODNeXtVLAD, and deeper trees are built the same way (:func:`mixture_tree`).
+
+Model parallelism (:func:`place`), as in the MOD paper: each member of a mixture (each sub-tree)
+lives on a device of its own and sees the same full batch. The mixture's own gate stays with the
+rest of the model, on the device of the input (the "home" device); :meth:`Mixture.forward` sends
+frames and mask to each member's device and brings back only what the mixing and the losses
+read: every node's logits, and each member's embedding once for the mixture's own.
+
+Surviving device moves: PyTorch Lightning moves the whole LightningModule to its root device
+(``module.to(device)`` when the strategy sets up), and so do users. Every such conversion
+(``to``, ``cuda``, ``cpu``, ``float``, ``half``, ``to_empty``...) reaches the tensors through
+``nn.Module._apply``, which a placed :class:`Mixture` overrides: its gate converts as asked,
+while each placed member gets the conversion's dtype change but keeps its device. That covers
+every path that moves a module, with no hook to call after Lightning's move and no copy to the
+home device and back; it also means Lightning's ``module.cpu()`` at teardown leaves the members
+on their GPUs. Placement is a plain attribute, not a buffer: state dicts have the same keys and
+shapes placed or not, ``load_state_dict`` copies each tensor onto the device of the parameter it
+fills, so a checkpoint of a placed model loads into an unplaced one and vice versa.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,6 +44,8 @@ class Mixture(Backbone):
     concatenation of the members' embeddings, ``intermediate["gate"]`` the weights [B, N], and
     ``members`` the members' own outputs, which the online distillation loss walks.
 
+    ``placement`` is None, or the device of each member once :func:`place` has put them there.
+
     Parameters: the members' plus ``2 D + (D + 1) N`` for the gate.
     """
 
@@ -42,6 +62,8 @@ class Mixture(Backbone):
         self.members = nn.ModuleList(members)
         self.gate_bn = nn.BatchNorm1d(feature_size, eps=bn_eps, momentum=bn_momentum)
         self.gate = nn.Linear(feature_size, len(members))
+        self.embedding_size = sum(member.embedding_size for member in members)
+        self.placement: tuple[torch.device, ...] | None = None
 
     def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
         """Every member starts at the priors, so their gate-weighted mixture does too."""
@@ -49,15 +71,79 @@ class Mixture(Backbone):
             member.initialize_output_bias(log_odds)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        """frames [B, T, D], mask [B, T] -> logits [B, C], embedding [B, sum of the members' E].
+
+        When placed, every member gets frames and mask on its own device, and the output keeps
+        the unplaced contract on the input's device for what the mixing and the losses read:
+        every node's ``logits`` (all the way down: the online distillation loss takes a BCE of
+        each node against the labels and a KL between each parent and child) and this mixture's
+        ``embedding``, for which each member's embedding [B, E_m] crosses once. The members' own
+        ``embedding`` and ``intermediate`` tensors stay on the member's device: nothing reads
+        them across members, and moving them would only add traffic.
+        """
         weights = F.softmax(self.gate(self.gate_bn(masked_mean(frames, mask))), dim=-1)
-        outputs = [member(frames, mask) for member in self.members]
+        if self.placement is None:
+            outputs = [member(frames, mask) for member in self.members]
+            embeddings = [out.embedding for out in outputs]
+        else:
+            home = frames.device
+            outputs, embeddings = [], []
+            # Launches are asynchronous on CUDA, so the members run concurrently on their
+            # devices as far as their own kernels let the host go on.
+            for member, device in zip(self.members, self.placement, strict=True):
+                out = member(_move(frames, device), _move(mask, device))
+                outputs.append(_logits_to(out, home))
+                embeddings.append(_move(out.embedding, home))
         logits = torch.stack([out.logits for out in outputs], 1)  # [B, N, C]
         return BackboneOutput(
             logits=(weights.unsqueeze(-1) * logits).sum(1),
-            embedding=torch.cat([out.embedding for out in outputs], 1),
+            embedding=torch.cat(embeddings, 1),
             intermediate={"gate": weights},
             members=outputs,
         )
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True):
+        """Every tensor conversion (``to``, ``cpu``, ``float``...) lands here; placed members
+        keep their devices (see the module docstring)."""
+        if self.placement is None or not recurse:
+            return super()._apply(fn, recurse)
+        for child in self.children():
+            if child is self.members:
+                for member, device in zip(self.members, self.placement, strict=True):
+                    member._apply(_keeping_device(fn, device))
+            else:
+                child._apply(fn)
+        return super()._apply(fn, recurse=False)
+
+
+def place(model: Backbone, placement: Sequence[str | torch.device]) -> Mixture:
+    """Put each member of the mixture ``model`` on its device, in place; returns ``model``.
+
+    ``placement`` lists one device per member of ``model`` (the root): for MODNeXtVLAD [4, 3],
+    ``["cuda:0", "cuda:1", "cuda:2", "cuda:3"]`` puts each mixture of 3 NeXtVLADs on its own
+    GPU. A member may itself be a placed mixture (``place(subtree(model, (0,)), ...)``). The
+    root's gate stays where the rest of the model goes (Lightning's root device), which is
+    where the input must be. Later moves of the whole model (``model.to(...)``) leave the
+    members where they were placed; the state dict is the same as the unplaced model's.
+
+    Raises TypeError if ``model`` is not a :class:`Mixture` or ``placement`` is a single device,
+    ValueError if ``placement`` does not list one device per member or names a device that
+    does not exist here.
+    """
+    if not isinstance(model, Mixture):
+        raise TypeError(f"only a mixture's members can be placed, got a {type(model).__name__}")
+    if isinstance(placement, (str, torch.device)):
+        raise TypeError(f"placement lists one device per member, got the single {placement!r}")
+    if len(placement) != len(model.members):
+        raise ValueError(
+            f"placement lists {len(placement)} devices but the mixture has "
+            f"{len(model.members)} members: give one device per member"
+        )
+    devices = tuple(_usable_device(spec, position) for position, spec in enumerate(placement))
+    for member, device in zip(model.members, devices, strict=True):
+        member.to(device)
+    model.placement = devices
+    return model
 
 
 def mixture_tree(
@@ -112,3 +198,49 @@ def leaves(output: BackboneOutput) -> list[BackboneOutput]:
     if not output.members:
         return [output]
     return [leaf for member in output.members for leaf in leaves(member)]
+
+
+def _usable_device(spec: str | torch.device, position: int) -> torch.device:
+    """``spec`` as the device tensors report (``"cuda"`` -> ``cuda:<current>``), or ValueError."""
+    try:
+        # Allocating nothing is the one check that works for every device type; the errors
+        # differ by type (not compiled in, no such ordinal, bad string), hence the three kinds.
+        return torch.empty(0, device=spec).device
+    except (RuntimeError, AssertionError, ImportError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"placement[{position}] = {str(spec)!r} is not a usable device here: {reason}"
+        ) from error
+
+
+def _keeping_device(
+    fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` for the tensors of a member placed on ``device``: applied as is when it leaves
+    tensors on ``device`` (a dtype change, ``share_memory_``...), else reduced to its dtype.
+
+    An empty probe tells which, without copying the member to another device and back.
+    """
+
+    def apply(tensor: torch.Tensor) -> torch.Tensor:
+        probe = fn(torch.empty(0, dtype=tensor.dtype, device=device))
+        if probe.device == device:
+            return fn(tensor)
+        return tensor.to(device, dtype=probe.dtype)
+
+    return apply
+
+
+def _move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; the same tensor, uncopied, if it is there already."""
+    # Asynchronous only towards CUDA: a non-blocking copy to the host may be read before it lands.
+    return tensor.to(device, non_blocking=device.type == "cuda")
+
+
+def _logits_to(output: BackboneOutput, device: torch.device) -> BackboneOutput:
+    """``output`` with the logits of every node of its tree moved to ``device``."""
+    return dataclasses.replace(
+        output,
+        logits=_move(output.logits, device),
+        members=[_logits_to(member, device) for member in output.members],
+    )
