@@ -31,16 +31,18 @@ BATCHES = 4
 BATCH_SIZE = 64
 
 
-def load_batches(work_dir: str) -> list[dict]:
+def load_batches(work_dir: str, count: int = BATCHES, **selection) -> list[dict]:
+    """The first ``count`` dequantized training batches of the benchmark set; ``selection`` goes
+    to :class:`YT8MDataset` (sampler, k, teacher_sampler...), all frames by default."""
     directory = ensure_dataset(work_dir, BENCH_DATA)
     files = expand_files(str(directory / "frame" / "train*.tfrecord"))
-    dataset = YT8MDataset(files, num_classes=NUM_CLASSES, batch_size=BATCH_SIZE)
+    dataset = YT8MDataset(files, num_classes=NUM_CLASSES, batch_size=BATCH_SIZE, **selection)
     batches = []
     for batch in dataset:
         batches.append(dequantize_batch(batch))
-        if len(batches) == BATCHES:
+        if len(batches) == count:
             return batches
-    raise RuntimeError(f"the benchmark set has fewer than {BATCHES} batches")
+    raise RuntimeError(f"the benchmark set has fewer than {count} batches")
 
 
 def build_backbone(preset: str) -> torch.nn.Module:
