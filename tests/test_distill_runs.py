@@ -82,11 +82,22 @@ def test_serial_run_interrupted_while_training_the_teacher_resumes_there(tmp_pat
         [
             *NEXTVLAD,
             "distill=two_stage",
-            "distill.teacher.model=null",
             "callbacks.loss_schedule.stages.0.epochs=1",
         ],
+        [
+            *HRNN,
+            "distill=serial",
+            "k=8",
+            "+model@distill.teacher.model=nextvlad",
+            *[f"distill.teacher.{override}" for override in NEXTVLAD[1:]],
+        ],
     ],
-    ids=["parallel", "first-k-baseline", "two-stage-with-teacher-checkpoint"],
+    ids=[
+        "parallel",
+        "first-k-baseline",
+        "two-stage-with-teacher-checkpoint",
+        "nextvlad-teacher-hrnn-student",
+    ],
 )
 def test_distillation_commands_run_end_to_end(tmp_path, command):
     if "distill=two_stage" in command:  # a teacher checkpoint given on the command line
@@ -105,6 +116,9 @@ def test_distillation_commands_run_end_to_end(tmp_path, command):
     header = header_of(run)
     if "distill=parallel" in command:
         assert "train/teacher/ce" in header
+    if "+model@distill.teacher.model=nextvlad" in command:
+        teacher = record_of(run / "teacher")["config"]["model"]["backbone"]["_target_"]
+        assert teacher == "vidistill.models.NeXtVLAD" and "train/rep" in header
     if "distill=two_stage" in command:
         assert not (run / "teacher").exists()  # the given checkpoint was used
         rows = (run / "csv" / "metrics.csv").read_text().splitlines()[1:]
@@ -148,7 +162,12 @@ def test_bad_distillation_input_fails_before_training(tmp_path):
     cases = [
         (["distill=serial", "+distill.weights.l_rep=1"], ValueError, "unknown loss term.*l_rep"),
         (
-            [*HRNN, "distill=serial", f"distill.teacher.checkpoint={nextvlad_checkpoint}"],
+            [
+                *HRNN,
+                "distill=serial",
+                "+model@distill.teacher.model=hrnn",
+                f"distill.teacher.checkpoint={nextvlad_checkpoint}",
+            ],
             ValueError,
             "teacher.checkpoint: .*trained as VideoClassifier\\(backbone=NeXtVLAD\\).* "
             "does not fit the configured model HRNN",
@@ -159,7 +178,7 @@ def test_bad_distillation_input_fails_before_training(tmp_path):
             "student sees up to 10 frames .* teacher only 5",
         ),
         (
-            ["distill=serial", "distill.teacher.model=null"],
+            ["distill=serial", "distill.teacher=null"],
             ValueError,
             "serial distillation needs a teacher",
         ),

@@ -138,22 +138,23 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def build_objective(cfg: DictConfig) -> Any:
-    """The training objective of ``cfg.distill``; a teacher-student objective gets its teacher
-    backbone, loaded from ``distill.teacher.checkpoint`` or built from ``distill.teacher.model``."""
+    """The training objective of ``cfg.distill``. A teacher-student objective gets its teacher
+    backbone: from ``distill.teacher.checkpoint`` (whose weights must fit
+    ``distill.teacher.model`` when that is set), else built from ``distill.teacher.model`` or,
+    when null, the student's own ``model`` config."""
     if "teacher" not in cfg.distill:
         return build(cfg.distill)
     spec = cfg.distill.teacher
-    model = spec.get("model") if spec is not None else None
-    checkpoint = spec.get("checkpoint") if spec is not None else None
-    backbone = model.backbone if model is not None else None
-    if checkpoint is not None:
-        try:
-            teacher = load_backbone(checkpoint, backbone)
-        except ValueError as error:
-            raise ValueError(f"distill.teacher.checkpoint: {error}") from None
-        _warn_on_teacher_frames(checkpoint, cfg)
-    else:
-        teacher = build(backbone) if backbone is not None else None
+    if spec is None:
+        return build(cfg.distill, teacher=None)  # the objective says what is missing
+    model = spec.get("model")
+    if spec.get("checkpoint") is None:
+        return build(cfg.distill, teacher=build((model or cfg.model).backbone))
+    try:
+        teacher = load_backbone(spec.checkpoint, model.backbone if model is not None else None)
+    except ValueError as error:
+        raise ValueError(f"distill.teacher.checkpoint: {error}") from None
+    _warn_on_teacher_frames(spec.checkpoint, cfg)
     return build(cfg.distill, teacher=teacher)
 
 
@@ -185,7 +186,6 @@ def _needs_teacher_run(cfg: DictConfig) -> bool:
         spec is not None
         and not cfg.distill.get("parallel", False)
         and spec.get("checkpoint") is None
-        and spec.get("model") is not None
     )
 
 
@@ -194,7 +194,7 @@ def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
     BCE, its own directory; resumed from its last checkpoint when the student run resumes."""
     teacher = copy.deepcopy(cfg)
     with open_dict(teacher):
-        teacher.model = cfg.distill.teacher.model
+        teacher.model = cfg.distill.teacher.model or cfg.model
         teacher.distill = {"_target_": "vidistill.distill.LabelLoss"}
         teacher.data.sampler = cfg.data.teacher_sampler
         teacher.data.k = cfg.data.get("teacher_k")
