@@ -29,12 +29,12 @@ bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench train.py eval.py predict.py flops.py
-	$(PY) -m ruff format --check src tests bench train.py eval.py predict.py flops.py
+	$(PY) -m ruff check src tests bench train.py eval.py predict.py flops.py localize.py
+	$(PY) -m ruff format --check src tests bench train.py eval.py predict.py flops.py localize.py
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench train.py eval.py predict.py flops.py
-	$(PY) -m ruff check --fix src tests bench train.py eval.py predict.py flops.py
+	$(PY) -m ruff format src tests bench train.py eval.py predict.py flops.py localize.py
+	$(PY) -m ruff check --fix src tests bench train.py eval.py predict.py flops.py localize.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info outputs multirun logs

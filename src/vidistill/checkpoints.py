@@ -124,6 +124,14 @@ def load_backbone(
     if backbone_config is None:
         model, _ = load_model(checkpoint_path)
         return model.backbone
+    backbone = instantiate(backbone_config)
+    load_backbone_weights(backbone, checkpoint_path)
+    return backbone.eval()
+
+
+def load_backbone_weights(backbone: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:
+    """Copy a checkpoint's backbone weights into ``backbone`` (a pretrained start, a teacher):
+    they must fit exactly, else ValueError naming the file and what differs."""
     checkpoint = read_checkpoint(checkpoint_path)
     prefix = "backbone."
     state_dict = {
@@ -131,11 +139,9 @@ def load_backbone(
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(prefix)
     }
-    backbone = instantiate(backbone_config)
     stored_model = (checkpoint.get(CHECKPOINT_KEY) or {}).get("model")
     _raise_on_mismatch(backbone, state_dict, checkpoint_path, stored_model)
     backbone.load_state_dict(state_dict, strict=True)
-    return backbone.eval()
 
 
 def check_resume_compatible(model: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:

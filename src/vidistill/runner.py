@@ -22,6 +22,7 @@ from vidistill.checkpoints import (
     RunConfigInCheckpoint,
     check_resume_compatible,
     load_backbone,
+    load_backbone_weights,
     load_model,
     read_checkpoint,
     run_config,
@@ -98,6 +99,8 @@ def train(cfg: DictConfig) -> float | None:
     model = build(cfg.model, objective=build_objective(cfg))
     if ckpt_path is not None:
         check_resume_compatible(model, ckpt_path)
+    elif cfg.get("pretrained"):
+        start_from_pretrained(model, cfg.pretrained)
     callbacks = instantiate_group(cfg.get("callbacks"))
     callbacks.append(
         RunConfigInCheckpoint(
@@ -156,6 +159,20 @@ def build_objective(cfg: DictConfig) -> Any:
         raise ValueError(f"distill.teacher.checkpoint: {error}") from None
     _warn_on_teacher_frames(spec.checkpoint, cfg)
     return build(cfg.distill, teacher=teacher)
+
+
+def start_from_pretrained(model: pl.LightningModule, path: str) -> None:
+    """Start the model's backbone from the weights of another run's checkpoint (segment
+    finetuning starts from a video-level model); the output biases are then not reset to the
+    class priors."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"pretrained={path}: no such checkpoint file")
+    try:
+        load_backbone_weights(model.backbone, path)
+    except ValueError as error:
+        raise ValueError(f"pretrained: {error}") from None
+    model.hparams.init_output_bias = False
+    log.info("backbone weights from %s", path)
 
 
 def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:

@@ -9,12 +9,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import MetricCollection
 
 from vidistill.distill import LabelLoss, multilabel_bce
-from vidistill.metrics import video_metrics
+from vidistill.metrics import SegmentMAPAtK, video_metrics
 from vidistill.models.base import BackboneOutput
 from vidistill.models.mixture import place
 
+TASKS = ("video", "segment")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 Objective = Callable[[BackboneOutput, dict], dict[str, torch.Tensor]]
 
@@ -50,6 +52,10 @@ class VideoClassifier(pl.LightningModule):
             start). It is training-only: :func:`vidistill.checkpoints.load_model` leaves it out.
         placement: model parallelism for a mixture backbone (MOD paper): one device per member
             of its root (:func:`vidistill.models.mixture.place`); one process only.
+        task: ``video`` (video-level labels: GAP, mAP, Hit@1, PERR) or ``segment`` (rated
+            5-frame segments: the 2019 challenge's MAP@K over the evaluated segments, ``map_k``).
+        dropout: when set, the rate of every dropout layer of the backbone (the MOD paper
+            finetunes on segments with 0.75, whatever the model).
     """
 
     def __init__(
@@ -65,19 +71,36 @@ class VideoClassifier(pl.LightningModule):
         clip_grad_norm_per_tensor: float | None = None,
         objective: Objective | None = None,
         placement: Sequence[str] | None = None,
+        task: str = "video",
+        map_k: int = 100_000,
+        dropout: float | None = None,
     ):
         super().__init__()
         if placement is not None:  # plain strings: checkpoints hold no config objects
             placement = [str(device) for device in placement]
         self.save_hyperparameters(ignore=["backbone", "optimizer", "objective"], logger=False)
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
         self.backbone = backbone if placement is None else place(backbone, placement)
+        if dropout is not None:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = dropout
         self.objective = objective if objective is not None else LabelLoss()
         attach = getattr(self.objective, "attach", None)
         if attach is not None:
             attach(self.backbone)
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
-        self.val_metrics = video_metrics(num_classes, top_k=top_k, prefix="val/")
-        self.test_metrics = video_metrics(num_classes, top_k=top_k, prefix="test/")
+        self.val_metrics = self._metrics("val/")
+        self.test_metrics = self._metrics("test/")
+
+    def _metrics(self, prefix: str) -> MetricCollection:
+        h = self.hparams
+        if h.task == "segment":
+            return MetricCollection(
+                {"map_at_k": SegmentMAPAtK(h.num_classes, k=h.map_k)}, prefix=prefix
+            )
+        return video_metrics(h.num_classes, top_k=h.top_k, prefix=prefix)
 
     def setup(self, stage: str) -> None:
         if self.hparams.placement is not None and self.trainer.world_size > 1:
@@ -131,7 +154,10 @@ class VideoClassifier(pl.LightningModule):
         output = self(batch["frames"], batch["mask"])
         # The prediction's own BCE, comparable across objectives (the metrics score it too).
         loss = multilabel_bce(output.logits, batch["labels"], batch.get("label_weights"))
-        metrics.update(torch.sigmoid(output.logits), batch["labels"])
+        if self.hparams.task == "segment":  # only the rated (segment, class) pairs count
+            metrics.update(torch.sigmoid(output.logits), batch["labels"], batch["label_weights"])
+        else:
+            metrics.update(torch.sigmoid(output.logits), batch["labels"])
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["ids"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

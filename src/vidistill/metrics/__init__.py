@@ -8,12 +8,24 @@ from vidistill.metrics.classification import (
     MeanAveragePrecision,
     video_metrics,
 )
+from vidistill.metrics.segments import (
+    SegmentMAPAtK,
+    read_segment_ratings,
+    read_submission_csv,
+    segment_map_at_k,
+    write_submission_csv,
+)
 
 __all__ = [
     "PERR",
     "GlobalAveragePrecision",
     "HitAtOne",
     "MeanAveragePrecision",
+    "SegmentMAPAtK",
     "functional",
+    "read_segment_ratings",
+    "read_submission_csv",
+    "segment_map_at_k",
     "video_metrics",
+    "write_submission_csv",
 ]

@@ -46,7 +46,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["gap", "hit_at_one", "mean_average_precision", "perr", "top_k_per_video"]
+from vidistill.metrics.segments import (
+    segment_ap_per_class,
+    segment_average_precision,
+    segment_map_at_k,
+    segment_map_at_k_from_scores,
+)
+
+__all__ = [
+    "gap",
+    "hit_at_one",
+    "mean_average_precision",
+    "perr",
+    "segment_ap_per_class",
+    "segment_average_precision",
+    "segment_map_at_k",
+    "segment_map_at_k_from_scores",
+    "top_k_per_video",
+]
 
 ArrayLike = np.ndarray | Tensor
 

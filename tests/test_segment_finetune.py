@@ -1,0 +1,70 @@
+"""Segment finetuning: masked BCE, a video-level start, and validation by segment MAP@K."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hydra_helpers import compose_config
+from vidistill.checkpoints import read_checkpoint
+from vidistill.distill import multilabel_bce
+from vidistill.runner import (
+    build,
+    build_datamodule,
+    build_objective,
+    start_from_pretrained,
+    train,
+)
+
+NEXTVLAD = ["model=nextvlad", "model.backbone.clusters=4", "model.backbone.hidden_size=16"]
+
+
+def test_unrated_pairs_give_no_gradient():
+    logits = torch.randn(3, 4, requires_grad=True)
+    labels = torch.tensor([[1.0, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    rated = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    multilabel_bce(logits, labels, rated).backward()
+    assert torch.all(logits.grad[rated == 0] == 0)
+    assert torch.all(logits.grad[rated == 1] != 0)
+    # the rated pairs' loss is the plain BCE of those pairs, summed per row, averaged over rows
+    expected = (
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            logits[rated == 1], labels[rated == 1], reduction="sum"
+        )
+        / 3
+    )
+    assert multilabel_bce(logits, labels, rated).item() == pytest.approx(expected.item())
+
+
+@pytest.mark.slow
+def test_finetune_from_a_video_level_checkpoint(tmp_path):
+    train(compose_config(tmp_path, [*NEXTVLAD, "trainer.max_epochs=1", "test=false"], run="video"))
+    video = json.loads((tmp_path / "video" / "metrics.json").read_text())["best_checkpoint"]
+    overrides = [
+        "experiment=segment_finetune",
+        *NEXTVLAD,
+        f"pretrained={video}",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        "trainer.max_epochs=2",
+    ]
+    cfg = compose_config(tmp_path, overrides, run="segment")
+    # the finetuned model starts from the video-level backbone, weight for weight
+    build_datamodule(cfg)  # settles num_classes from the data's vocabulary
+    model = build(cfg.model, objective=build_objective(cfg))
+    start_from_pretrained(model, video)
+    pretrained = read_checkpoint(video)["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, pretrained[key]), key
+    assert not model.hparams.init_output_bias  # the trained biases are kept
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.75]
+
+    train(cfg)
+    record = json.loads((tmp_path / "segment" / "metrics.json").read_text())
+    assert 0.0 < record["metrics"]["val/map_at_k"] <= 1.0
+    assert record["config"]["data"]["mode"] == "segment"
+    wrong = ["experiment=segment_finetune", "model=hrnn", f"pretrained={video}"]
+    with pytest.raises(ValueError, match="pretrained: .*does not fit the configured model HRNN"):
+        train(compose_config(tmp_path, [*wrong, "data.batch_size=16"], run="wrong"))
