@@ -1,17 +1,20 @@
 """Temporal localization: ``python localize.py video_ckpt=PATH segment_ckpt=PATH [overrides]``
-writes a 2019 ``Class,Segments`` submission (Hydra; see conf/localize.yaml)."""
+writes a 2019 ``Class,Segments`` submission; ``python localize.py
+experiment=localization_ablation`` runs the MOD paper's ablation (Hydra; see conf/localize.yaml)."""
 
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from vidistill.localization import run
+from vidistill import localization, localization_ablation
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="localize")
-def main(cfg: DictConfig) -> dict[str, Any]:
-    return run(cfg)
+def main(cfg: DictConfig) -> Any:
+    if cfg.get("ablation"):
+        return localization_ablation.run(cfg)
+    return localization.run(cfg)
 
 
 if __name__ == "__main__":

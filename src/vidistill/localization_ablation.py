@@ -1,0 +1,126 @@
+"""The MOD paper's localization ablation on one command:
+``python localize.py experiment=localization_ablation``.
+
+Stages, each in a directory of the run (a stage whose ``metrics.json`` is there already is reused,
+so an interrupted ablation picks up where it stopped):
+
+1. ``video``: a video-level model (``ablation.model``) trained on the frame-level training split.
+2. ``segment_finetuned``: segment finetuning from it (``experiment=segment_finetune``).
+3. ``segment_scratch``: the same segment training from a random start.
+4. ``localize/<variant>``: the 3-phase pipeline on the rated files (``files``), scored with
+   MAP@K, for the video scores alone (every segment inherits its video's score), each segment
+   model alone, and each combined with the video scores (``video_exponent``,
+   ``segment_exponent``).
+
+The table goes to ``ablation.json`` in the run directory and is printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from omegaconf import DictConfig, open_dict
+
+from vidistill import localization
+from vidistill.runner import METRICS_FILE, train
+
+log = logging.getLogger(__name__)
+
+ABLATION_FILE = "ablation.json"
+
+
+def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Train what the ablation needs, localize every variant, return ``{variant: metrics}``.
+
+    Runs inside a Hydra app (``localize.py``): the training stages are composed from the same
+    config directory's ``config.yaml``.
+    """
+    out = Path(cfg.paths.output_dir)
+    settings = cfg.ablation
+    video = _trained(cfg, out / "video", ["test=false"])
+    finetune = ["experiment=segment_finetune", f"trainer.max_epochs={settings.segment_epochs}"]
+    segment = {
+        "finetuned": _trained(cfg, out / "segment_finetuned", [*finetune, f"pretrained={video}"]),
+        "scratch": _trained(cfg, out / "segment_scratch", [*finetune, "pretrained=null"]),
+    }
+    a, b = cfg.video_exponent, cfg.segment_exponent
+    variants = {"video_only": (video, None, 1.0, 0.0)}
+    for name, checkpoint in segment.items():
+        variants[f"segment_only_{name}"] = (video, checkpoint, 0.0, 1.0)
+        variants[f"combined_{name}"] = (video, checkpoint, a, b)
+    table = {
+        name: _localized(cfg, out / "localize" / name, *variant)
+        for name, variant in variants.items()
+    }
+    (out / ABLATION_FILE).write_text(json.dumps(table, indent=2))
+    print(format_table(table))
+    return table
+
+
+def format_table(table: dict[str, dict[str, Any]]) -> str:
+    width = max(len(name) for name in table)
+    lines = [f"{'variant':<{width}}  MAP@K   candidate recall"]
+    for name, metrics in table.items():
+        lines.append(
+            f"{name:<{width}}  {metrics['map_at_k']:.4f}  {metrics['candidate_recall']:.4f}"
+        )
+    return "\n".join(lines)
+
+
+def _trained(cfg: DictConfig, directory: Path, overrides: list[str]) -> str:
+    """Train one stage with the training config (``ablation.model`` and
+    ``ablation.train_overrides``, the same data as the localization) unless it is done;
+    returns its best checkpoint."""
+    record = directory / METRICS_FILE
+    if not record.is_file():
+        settings = cfg.ablation
+        stage = compose(
+            config_name="config",
+            overrides=[
+                f"model={settings.model}",
+                f"seed={cfg.seed}",
+                f"trainer.max_epochs={settings.video_epochs}",
+                *settings.train_overrides,
+                *overrides,
+            ],
+        )
+        with open_dict(stage):
+            stage.paths = copy.deepcopy(cfg.paths)
+            stage.paths.output_dir = str(directory)
+            stage.data.generator = copy.deepcopy(cfg.data.generator)
+        directory.mkdir(parents=True, exist_ok=True)
+        log.info("ablation: training %s", directory)
+        train(stage)
+    else:
+        log.info("ablation: reusing %s", directory)
+    best = json.loads(record.read_text())["best_checkpoint"]
+    if not best:
+        raise RuntimeError(f"{record}: the stage saved no checkpoint")
+    return best
+
+
+def _localized(
+    cfg: DictConfig,
+    directory: Path,
+    video: str,
+    segment: str | None,
+    video_exponent: float,
+    segment_exponent: float,
+) -> dict[str, Any]:
+    record = directory / METRICS_FILE
+    if not record.is_file():
+        variant = copy.deepcopy(cfg)
+        with open_dict(variant):
+            variant.video_ckpt, variant.segment_ckpt = video, segment
+            variant.video_exponent, variant.segment_exponent = video_exponent, segment_exponent
+            variant.paths.output_dir = str(directory)
+            variant.output = None
+            variant.ablation = None
+        directory.mkdir(parents=True, exist_ok=True)
+        localization.run(variant)
+    return json.loads(record.read_text())["metrics"]
