@@ -54,3 +54,14 @@ def compose_config(
         cfg.paths.output_dir = str(tmp_path / run)
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def segment_finetune(pretrained: str, epochs: int = 1) -> list[str]:
+    """Overrides for ``experiment=segment_finetune`` from a checkpoint, sized for the tiny set."""
+    return [
+        "experiment=segment_finetune",
+        f"pretrained={pretrained}",
+        "data.batch_size=16",
+        "data.eval_batch_size=16",
+        f"trainer.max_epochs={epochs}",
+    ]

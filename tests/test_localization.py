@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from hydra_helpers import compose_config
+from hydra_helpers import compose_config, segment_finetune
 from vidistill.checkpoints import CHECKPOINT_KEY
 from vidistill.data import YT8MDataset, build_sampler, dequantize_batch, read_records
 from vidistill.localization import (
@@ -314,15 +314,7 @@ def checkpoints(tmp_path_factory) -> tuple[Path, str, str]:
         video_run = [*NEXTVLAD, "data.sampler=uniform", "k=5", "trainer.max_epochs=1", "test=false"]
         train(compose_config(root, video_run, run="video"))
         video = json.loads((root / "video" / "metrics.json").read_text())["best_checkpoint"]
-        segment_run = [
-            "experiment=segment_finetune",
-            *NEXTVLAD,
-            f"pretrained={video}",
-            "data.batch_size=16",
-            "data.eval_batch_size=16",
-            "trainer.max_epochs=1",
-        ]
-        train(compose_config(root, segment_run, run="segment"))
+        train(compose_config(root, [*NEXTVLAD, *segment_finetune(video)], run="segment"))
         segment = json.loads((root / "segment" / "metrics.json").read_text())["best_checkpoint"]
     return root, video, segment
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from hydra_helpers import compose_config
+from hydra_helpers import compose_config, segment_finetune
 from vidistill.checkpoints import read_checkpoint
 from vidistill.distill import multilabel_bce
 from vidistill.runner import (
@@ -42,15 +42,7 @@ def test_unrated_pairs_give_no_gradient():
 def test_finetune_from_a_video_level_checkpoint(tmp_path):
     train(compose_config(tmp_path, [*NEXTVLAD, "trainer.max_epochs=1", "test=false"], run="video"))
     video = json.loads((tmp_path / "video" / "metrics.json").read_text())["best_checkpoint"]
-    overrides = [
-        "experiment=segment_finetune",
-        *NEXTVLAD,
-        f"pretrained={video}",
-        "data.batch_size=16",
-        "data.eval_batch_size=16",
-        "trainer.max_epochs=2",
-    ]
-    cfg = compose_config(tmp_path, overrides, run="segment")
+    cfg = compose_config(tmp_path, [*NEXTVLAD, *segment_finetune(video, epochs=2)], run="segment")
     # the finetuned model starts from the video-level backbone, weight for weight
     build_datamodule(cfg)  # settles num_classes from the data's vocabulary
     model = build(cfg.model, objective=build_objective(cfg))

@@ -7,17 +7,14 @@ tested without going through the functional module.
 
 from __future__ import annotations
 
-import socket
 import warnings
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ddp_helpers import run_on_two_ranks
 from vidistill.metrics import (
     PERR,
     GlobalAveragePrecision,
@@ -195,40 +192,24 @@ def test_invalid_arguments():
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, data_file: str, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        preds, labels, split = torch.load(data_file)
-        mine = slice(0, split) if rank == 0 else slice(split, len(preds))
-        metrics = video_metrics(NUM_CLASSES, top_k=TOP_K, prefix="")
-        start = mine.start
-        while start < mine.stop:  # uneven batches of 7
-            rows = slice(start, min(start + 7, mine.stop))
-            metrics.update(preds[rows], labels[rows])
-            start = rows.stop
-        uneven = collection_values(metrics)
-        # A rank that receives no data at all (possible with evaluation sharding).
-        metrics.reset()
-        if rank == 0:
-            metrics.update(preds, labels)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            one_empty = collection_values(metrics)
-        torch.save({"uneven": uneven, "one_empty": one_empty}, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, data_file: str, out_dir: str) -> None:
+    preds, labels, split = torch.load(data_file)
+    mine = slice(0, split) if rank == 0 else slice(split, len(preds))
+    metrics = video_metrics(NUM_CLASSES, top_k=TOP_K, prefix="")
+    start = mine.start
+    while start < mine.stop:  # uneven batches of 7
+        rows = slice(start, min(start + 7, mine.stop))
+        metrics.update(preds[rows], labels[rows])
+        start = rows.stop
+    uneven = collection_values(metrics)
+    # A rank that receives no data at all (possible with evaluation sharding).
+    metrics.reset()
+    if rank == 0:
+        metrics.update(preds, labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one_empty = collection_values(metrics)
+    torch.save({"uneven": uneven, "one_empty": one_empty}, Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.mark.timeout(120)
@@ -237,12 +218,7 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     split = 29  # rank 0 gets 29 videos, rank 1 gets 54
     data_file = tmp_path / "data.pt"
     torch.save((preds, labels, split), data_file)
-    mp.spawn(
-        _ddp_worker,
-        args=(2, _free_port(), str(data_file), str(tmp_path)),
-        nprocs=2,
-        join=True,
-    )
+    run_on_two_ranks(_ddp_worker, str(data_file), str(tmp_path))
     expected = functional_values(preds, labels)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")

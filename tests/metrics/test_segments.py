@@ -3,19 +3,16 @@ TFRecords, the command line, and the torchmetrics class against the functional v
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import warnings
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from ddp_helpers import run_on_two_ranks
 from vidistill.data import AUDIO_SIZE, RGB_SIZE, RecordWriter, encode_frame_example
 from vidistill.metrics import (
     SegmentMAPAtK,
@@ -415,38 +412,22 @@ def test_metric_rejects_bad_input():
         metric.update(scores, torch.zeros(2, 6), torch.ones(2, 6))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world_size: int, port: int, data_file: str, out_dir: str) -> None:
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        scores, labels, weights, split = torch.load(data_file)
-        metric = SegmentMAPAtK(NUM_CLASSES, k=9, classes=[1, 3, 4, 5])
-        mine = range(0, split) if rank == 0 else range(split, len(scores))
-        for start in range(mine.start, mine.stop, 7):  # uneven batches of up to 7
-            rows = slice(start, min(start + 7, mine.stop))
-            metric.update(scores[rows], labels[rows], weights[rows])
-        sharded = float(metric.compute())
-        # A rank without any data.
-        metric.reset()
-        if rank == 0:
-            metric.update(scores, labels, weights)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            one_empty = float(metric.compute())
-        torch.save((sharded, one_empty), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, data_file: str, out_dir: str) -> None:
+    scores, labels, weights, split = torch.load(data_file)
+    metric = SegmentMAPAtK(NUM_CLASSES, k=9, classes=[1, 3, 4, 5])
+    mine = range(0, split) if rank == 0 else range(split, len(scores))
+    for start in range(mine.start, mine.stop, 7):  # uneven batches of up to 7
+        rows = slice(start, min(start + 7, mine.stop))
+        metric.update(scores[rows], labels[rows], weights[rows])
+    sharded = float(metric.compute())
+    # A rank without any data.
+    metric.reset()
+    if rank == 0:
+        metric.update(scores, labels, weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one_empty = float(metric.compute())
+    torch.save((sharded, one_empty), Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.mark.timeout(120)
@@ -454,12 +435,7 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     scores, labels, weights = make_rated(5, 47)
     split = 17
     torch.save((scores, labels, weights, split), tmp_path / "data.pt")
-    mp.spawn(
-        _ddp_worker,
-        args=(2, _free_port(), str(tmp_path / "data.pt"), str(tmp_path)),
-        nprocs=2,
-        join=True,
-    )
+    run_on_two_ranks(_ddp_worker, str(tmp_path / "data.pt"), str(tmp_path))
     expected = segment_map_at_k_from_scores(scores, labels, weights, 9, [1, 3, 4, 5])
     for rank in range(2):
         assert torch.load(tmp_path / f"rank{rank}.pt") == (expected, expected)
