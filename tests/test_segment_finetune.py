@@ -60,3 +60,22 @@ def test_finetune_from_a_video_level_checkpoint(tmp_path):
     wrong = ["experiment=segment_finetune", "model=hrnn", f"pretrained={video}"]
     with pytest.raises(ValueError, match="pretrained: .*does not fit the configured model HRNN"):
         train(compose_config(tmp_path, [*wrong, "data.batch_size=16"], run="wrong"))
+
+
+@pytest.mark.slow
+def test_finetune_a_mixture_with_online_distillation(tmp_path):
+    mix = ["model=mix", "model.backbone.leaf.clusters=4", "model.backbone.leaf.hidden_size=16"]
+    common = [*mix, "distill=online", "T=20"]
+    train(compose_config(tmp_path, [*common, "trainer.max_epochs=1", "test=false"], run="video"))
+    video = json.loads((tmp_path / "video" / "metrics.json").read_text())["best_checkpoint"]
+    train(
+        compose_config(
+            tmp_path,
+            [*common, *segment_finetune(video), "trainer.log_every_n_steps=1"],
+            run="segment",
+        )
+    )
+    record = json.loads((tmp_path / "segment" / "metrics.json").read_text())
+    assert 0.0 < record["metrics"]["val/map_at_k"] <= 1.0
+    header = (tmp_path / "segment" / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/kl/level1" in header and "train/bce/level1" in header
