@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from vidistill.checkpoints import (
     run_config,
 )
 from vidistill.data.synthetic import SyntheticConfig
+from vidistill.models.base import count_parameters
 from vidistill.models.mixture import subtree
 from vidistill.predict import KagglePredictionWriter
 
@@ -88,6 +90,9 @@ def train(cfg: DictConfig) -> float | None:
     ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run).
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
+    # Started before the teacher's run, which happens inside this call, so a serial run's
+    # wall_time covers training its teacher too (not when it reuses a finished teacher).
+    start = time.perf_counter()
     datamodule = build_datamodule(cfg)
     teacher_record = None
     if _needs_teacher_run(cfg):
@@ -133,6 +138,8 @@ def train(cfg: DictConfig) -> float | None:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "config": _config_record(cfg),
+            "params": count_parameters(model.backbone),  # the student's alone when distilling
+            "wall_time": time.perf_counter() - start,
             **({"teacher": teacher_record} if teacher_record else {}),
         },
     )

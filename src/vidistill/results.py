@@ -1,0 +1,232 @@
+"""Collect the runs of a sweep into one table: ``collect(dir)`` gives a DataFrame with a row per
+run (its overrides, final metrics, size, wall time and optionally FLOPs), ``to_markdown`` prints
+it, and ``python -m vidistill.results MULTIRUN_DIR [--flops] [--columns a,b]`` does both.
+
+A run is a directory holding ``metrics.json`` (written by ``train.py`` when a run finishes) or a
+``.hydra`` directory (written by Hydra when a job starts): a job with ``.hydra`` but no
+``metrics.json`` crashed or is still running and is listed with ``status = "missing"``. The
+teacher a serial distillation run trains first lives in ``<run>/teacher``; it is not a row of its
+own but adds ``teacher/<metric>`` columns to its run's row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+METRICS_FILE = "metrics.json"  # as vidistill.runner writes it (not imported: that loads torch)
+TEACHER_DIR = "teacher"
+HYDRA_DIR = ".hydra"
+OVERRIDES_FILE = "overrides.yaml"
+# Columns taken from the record itself, after the metrics; the FLOPs columns follow when asked.
+RECORD_COLUMNS = ("params", "wall_time", "epochs")
+FLOPS_COLUMNS = ("flops_paper", "flops_total")
+# Counts that are whole numbers but become NaN on a missing run: kept as nullable integers so
+# they neither turn into floats nor print with decimals.
+INTEGER_COLUMNS = ("params", "epochs", *FLOPS_COLUMNS)
+
+
+def collect(multirun_dir: str | Path, flops: bool = False) -> pd.DataFrame:
+    """One row per run under ``multirun_dir`` (a Hydra multirun directory or any tree of runs),
+    sorted naturally by its relative path (job 2 before job 10).
+
+    Columns, in order: ``run`` (path relative to ``multirun_dir``), ``status`` (``done`` or
+    ``missing``), one per override key of ``.hydra/overrides.yaml`` (values as written, as
+    strings), the final metrics of ``metrics.json`` (``val/gap``, ``test/gap``, ...), the
+    teacher run's as ``teacher/<metric>``, ``params``, ``wall_time`` (seconds), ``epochs``, and
+    with ``flops=True`` ``flops_paper`` and ``flops_total`` (multiply-adds per video at the
+    frames the model sees, see :func:`vidistill.flops.count`). Whatever a run lacks is NaN (NA
+    in the integer columns). No runs: an empty frame with the ``run`` and ``status`` columns.
+    """
+    root = Path(multirun_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such directory")
+    runs = [_read_run(root, directory, flops) for directory in _run_directories(root)]
+    # Group by group (overrides, metrics, record columns), each in the order its keys first
+    # appear across the runs.
+    grouped = dict.fromkeys(key for part in (1, 2, 3) for run in runs for key in run[part])
+    frame = pd.DataFrame(
+        [{key: value for part in run for key, value in part.items()} for run in runs],
+        columns=["run", "status", *grouped],
+    )
+    for column in INTEGER_COLUMNS:
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """``df`` (or its ``columns``) as a GitHub markdown table, numeric columns right-aligned:
+    floats with 4 decimals, integers as integers, missing values as empty cells."""
+    columns = list(df.columns) if columns is None else list(columns)
+    unknown = [column for column in columns if column not in df.columns]
+    if unknown:
+        raise ValueError(
+            f"unknown columns: {', '.join(unknown)} (available: {', '.join(map(str, df.columns))})"
+        )
+    header = [str(column) for column in columns]
+    body = [[_cell(value) for value in row] for row in df[columns].itertuples(index=False)]
+    widths = [
+        max(len(cell) for cell in [name, *(row[i] for row in body)])
+        for i, name in enumerate(header)
+    ]
+    numeric = [pd.api.types.is_numeric_dtype(df[column]) for column in columns]
+
+    def line(cells: list[str]) -> str:
+        padded = (
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, right in zip(cells, widths, numeric, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            "-" * (width + 1) + ":" if right else "-" * (width + 2)
+            for width, right in zip(widths, numeric, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line: print the markdown table of a sweep's runs; 2 when there is none."""
+    parser = argparse.ArgumentParser(
+        prog="python -m vidistill.results", description="Tabulate the runs of a sweep."
+    )
+    parser.add_argument("multirun_dir", help="a Hydra multirun directory or a tree of runs")
+    parser.add_argument("--flops", action="store_true", help="add flops_paper and flops_total")
+    parser.add_argument("--columns", help="comma-separated columns to print (default: all)")
+    args = parser.parse_args(argv)
+    try:
+        frame = collect(args.multirun_dir, flops=args.flops)
+        if frame.empty:
+            raise ValueError(f"{args.multirun_dir}: no runs (no metrics.json nor .hydra/ below)")
+        columns = args.columns.split(",") if args.columns else None
+        print(to_markdown(frame, columns))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_directories(root: Path) -> list[Path]:
+    """Directories with a metrics.json or a .hydra/, less the teachers nested in runs."""
+    found = {path.parent for path in root.rglob(METRICS_FILE)}
+    found |= {path.parent for path in root.rglob(HYDRA_DIR) if path.is_dir()}
+    runs = {
+        directory
+        for directory in found
+        if not (directory.name == TEACHER_DIR and directory.parent in found)
+    }
+    return sorted(runs, key=lambda directory: _natural_key(directory.relative_to(root).as_posix()))
+
+
+def _natural_key(text: str) -> list[str | int]:
+    # re.split with a capturing group alternates text and digits, so the keys of two paths
+    # compare str with str and int with int position by position.
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _read_run(
+    root: Path, directory: Path, flops: bool
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float], dict[str, Any]]:
+    """A run's row in four parts, one per column group: identity (run, status), overrides,
+    metrics (its own, then its teacher's), record columns (and FLOPs)."""
+    record = _read_record(directory / METRICS_FILE)
+    identity = {
+        "run": directory.relative_to(root).as_posix(),
+        "status": "missing" if record is None else "done",
+    }
+    metrics = dict(record.get("metrics", {})) if record is not None else {}
+    teacher = _read_record(directory / TEACHER_DIR / METRICS_FILE)
+    if teacher is not None:
+        metrics.update(
+            {f"teacher/{key}": value for key, value in teacher.get("metrics", {}).items()}
+        )
+    extra = {key: None if record is None else record.get(key) for key in RECORD_COLUMNS}
+    if flops:
+        counts = _flops_of(record.get("config", {})) if record is not None else {}
+        extra.update({key: counts.get(key) for key in FLOPS_COLUMNS})
+    return identity, _overrides(directory / HYDRA_DIR / OVERRIDES_FILE), metrics, extra
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _overrides(path: Path) -> dict[str, str]:
+    """``key -> value`` of a Hydra overrides file, values as written (quotes removed). The key
+    keeps a package (``model@distill.teacher.model``) but not the ``+``/``++`` of an addition;
+    a deletion ``~key`` gives the value ``~`` (``~value`` for ``~key=value``)."""
+    if not path.is_file():
+        return {}
+    parser = OverridesParser.create()
+    result = {}
+    for line in yaml.safe_load(path.read_text()) or []:
+        override = parser.parse_override(line)
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        value = override.value()
+        # Parsed strings lose their quotes and escapes; anything else (numbers, booleans, null,
+        # lists) stays as typed, where the parser would normalize it (1.0e-2 -> 0.01).
+        text = value if isinstance(value, str) else line.partition("=")[2].strip()
+        result[key] = "~" + text if override.is_delete() else text
+    return result
+
+
+def _flops_of(config: dict[str, Any]) -> dict[str, int | None]:
+    """FLOPs of the run's backbone at the frames it sees; {} without a model in the config."""
+    backbone = config.get("model", {}).get("backbone")
+    if backbone is None:
+        return {}
+    return _count_flops(json.dumps(backbone, sort_keys=True), _frames_seen(config["data"]))
+
+
+def _frames_seen(data: dict[str, Any]) -> int:
+    """Frames per example: 5-frame segments, one video-level frame, or what the sampler picks
+    from a video of ``max_frames`` frames (k for the k-frame samplers)."""
+    # Deferred: torch and the data layer load only when FLOPs are asked for.
+    from vidistill.data.records import SEGMENT_LENGTH
+    from vidistill.data.samplers import build_sampler
+
+    mode = data.get("mode", "frame")
+    if mode == "segment":
+        return SEGMENT_LENGTH
+    if mode == "video":
+        return 1
+    sampler = build_sampler(data.get("sampler", "all"), data.get("k"), data.get("stride"))
+    return sampler.output_frames(data["max_frames"])
+
+
+@cache
+def _count_flops(backbone_json: str, frames: int) -> dict[str, int | None]:
+    """Counted once per (backbone config, frames): a sweep over seeds repeats the same model."""
+    from hydra.utils import instantiate
+
+    from vidistill.flops import count
+
+    return count(instantiate(json.loads(backbone_json)), frames)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else f"{value:.4f}"
+    if value is None or value is pd.NA:
+        return ""
+    return str(value).replace("|", r"\|")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
