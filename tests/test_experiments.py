@@ -1,0 +1,108 @@
+"""Experiment presets (conf/experiment/): every preset composes, its sweep lists what the paper's
+table needs, and a tiny sweep of each runs through ``train.py -m``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from hydra_helpers import CONFIG_DIR, TINY_DATA
+from vidistill.results import collect
+
+ROOT = Path(CONFIG_DIR).parent
+PRESETS = sorted(
+    p.stem
+    for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")
+    if p.stem.startswith("fewer_frames")
+)
+SMALL_NEXTVLAD = ["model.backbone.clusters=4", "model.backbone.hidden_size=16"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_with_its_sweep(preset):
+    import vidistill.runner  # noqa: F401 - registers the structured data config
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params, preset
+    assert cfg.task_name == preset
+    if preset.startswith("fewer_frames_baselines"):
+        assert params["data.sampler"].split(",") == [
+            "uniform",
+            "random",
+            "first",
+            "middle",
+            "last",
+            "first_middle_last",
+        ]
+        assert params.k == "6,10,15,20,30"
+    if preset.startswith("fewer_frames_losses"):
+        assert params.distill == "serial,parallel"
+        assert len(params.losses.split(",")) == 5
+    if preset.endswith("_paper"):
+        assert cfg.trainer.accelerator == "gpu" and "yt8m" in cfg.data._target_.lower()
+
+
+def sweep(tmp_path: Path, overrides: list[str]) -> Path:
+    """``train.py -m`` in a subprocess on the tiny synthetic set; returns the sweep directory."""
+    directory = tmp_path / "multirun"
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *TINY_DATA,
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.rich_progress_bar=null",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={directory}",
+        *overrides,
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return directory
+
+
+@pytest.mark.slow
+def test_baselines_sweep(tmp_path):
+    directory = sweep(
+        tmp_path,
+        ["experiment=fewer_frames_baselines", *SMALL_NEXTVLAD, "data.sampler=first,uniform", "k=4"],
+    )
+    table = collect(directory)
+    assert sorted(table["data.sampler"]) == ["first", "uniform"]
+    assert (table["status"] == "done").all() and table["val/gap"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_losses_sweep(tmp_path):
+    overrides = [
+        "experiment=fewer_frames_losses",
+        *SMALL_NEXTVLAD,
+        "k=4",
+        "distill=parallel",
+        "losses=rep,pred_ce",
+        "trainer.log_every_n_steps=1",
+    ]
+    table = collect(sweep(tmp_path, overrides))
+    assert sorted(table["losses"]) == ["pred_ce", "rep"]
+    assert (table["status"] == "done").all()
+
+
+@pytest.mark.slow
+def test_backbones_sweep(tmp_path):
+    overrides = [
+        "experiment=fewer_frames_backbones",
+        "model=hrnn",
+        "model.backbone.lower_size=16",
+        "model.backbone.upper_size=16",
+        "k=4",
+    ]
+    table = collect(sweep(tmp_path, overrides))
+    assert len(table) == 1 and table["teacher/val/gap"].between(0, 1).all()
