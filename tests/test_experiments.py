@@ -106,3 +106,21 @@ def test_backbones_sweep(tmp_path):
     ]
     table = collect(sweep(tmp_path, overrides))
     assert len(table) == 1 and table["teacher/val/gap"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_a_sweep_run_again_trains_only_what_did_not_finish(tmp_path):
+    """A crashed job does not stop the others; running the sweep again into its directory
+    trains only the crashed job (here fixed by then: its k was invalid the first time)."""
+    common = ["model=logistic", "data.sampler=uniform"]
+    first = tmp_path / "first"
+    with pytest.raises(AssertionError):  # the sweep reports the failed job
+        sweep(first, [*common, "k=0,3"])
+    table = collect(first / "multirun")
+    assert list(table["status"]) == ["missing", "done"]
+    done = first / "multirun" / "1" / "metrics.json"
+    stamp = done.stat().st_mtime_ns
+    # the same sweep directory, the failed job's setting now valid
+    sweep(first, [*common, "k=2,3"])
+    assert done.stat().st_mtime_ns == stamp  # job 1 (k=3) was not trained again
+    assert list(collect(first / "multirun")["status"]) == ["done", "done"]

@@ -87,9 +87,17 @@ def train(cfg: DictConfig) -> float | None:
     """Fit the configured model, evaluate its best checkpoint, write ``metrics.json``.
 
     Serial distillation without a teacher checkpoint first trains the teacher the same way, in
-    ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run).
+    ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run). With
+    ``cfg.skip_finished``, a run directory that already holds ``metrics.json`` is not trained
+    again (unless resuming with ``ckpt_path``).
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
+    finished = Path(cfg.paths.output_dir) / METRICS_FILE
+    if cfg.get("skip_finished") and cfg.get("ckpt_path") is None and finished.is_file():
+        # A sweep run again into its directory fills in only the jobs that did not finish.
+        log.info("skip_finished: %s exists, the run is not trained again", finished)
+        value = json.loads(finished.read_text())["metrics"].get(cfg.get("optimized_metric"))
+        return None if value is None or math.isnan(value) else value
     # Started before the teacher's run, which happens inside this call, so a serial run's
     # wall_time covers training its teacher too (not when it reuses a finished teacher).
     start = time.perf_counter()
