@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -65,3 +67,27 @@ def segment_finetune(pretrained: str, epochs: int = 1) -> list[str]:
         "data.eval_batch_size=16",
         f"trainer.max_epochs={epochs}",
     ]
+
+
+def run_sweep(tmp_path: Path, overrides: list[str]) -> Path:
+    """``train.py -m`` in a subprocess on the tiny synthetic set (one epoch per job, data under
+    ``tmp_path/data``); returns the sweep directory ``tmp_path/multirun``. AssertionError with
+    the end of stderr if the sweep fails."""
+    directory = tmp_path / "multirun"
+    command = [
+        sys.executable,
+        "train.py",
+        "-m",
+        *TINY_DATA,
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.rich_progress_bar=null",
+        f"paths.root_dir={tmp_path}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={directory}",
+        *overrides,
+    ]
+    root = Path(CONFIG_DIR).parent
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return directory

@@ -3,17 +3,14 @@ table needs, and a tiny sweep of each runs through ``train.py -m``."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from hydra_helpers import CONFIG_DIR, TINY_DATA
+from hydra_helpers import CONFIG_DIR, run_sweep
 from vidistill.results import collect
 
-ROOT = Path(CONFIG_DIR).parent
 PRESETS = sorted(
     p.stem
     for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")
@@ -48,30 +45,9 @@ def test_every_preset_composes_with_its_sweep(preset):
         assert cfg.trainer.accelerator == "gpu" and "yt8m" in cfg.data._target_.lower()
 
 
-def sweep(tmp_path: Path, overrides: list[str]) -> Path:
-    """``train.py -m`` in a subprocess on the tiny synthetic set; returns the sweep directory."""
-    directory = tmp_path / "multirun"
-    command = [
-        sys.executable,
-        "train.py",
-        "-m",
-        *TINY_DATA,
-        "trainer.max_epochs=1",
-        "test=false",
-        "callbacks.rich_progress_bar=null",
-        f"paths.root_dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.sweep.dir={directory}",
-        *overrides,
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return directory
-
-
 @pytest.mark.slow
 def test_baselines_sweep(tmp_path):
-    directory = sweep(
+    directory = run_sweep(
         tmp_path,
         ["experiment=fewer_frames_baselines", *SMALL_NEXTVLAD, "data.sampler=first,uniform", "k=4"],
     )
@@ -90,7 +66,7 @@ def test_losses_sweep(tmp_path):
         "losses=rep,pred_ce",
         "trainer.log_every_n_steps=1",
     ]
-    table = collect(sweep(tmp_path, overrides))
+    table = collect(run_sweep(tmp_path, overrides))
     assert sorted(table["losses"]) == ["pred_ce", "rep"]
     assert (table["status"] == "done").all()
 
@@ -104,7 +80,7 @@ def test_backbones_sweep(tmp_path):
         "model.backbone.upper_size=16",
         "k=4",
     ]
-    table = collect(sweep(tmp_path, overrides))
+    table = collect(run_sweep(tmp_path, overrides))
     assert len(table) == 1 and table["teacher/val/gap"].between(0, 1).all()
 
 
@@ -115,12 +91,12 @@ def test_a_sweep_run_again_trains_only_what_did_not_finish(tmp_path):
     common = ["model=logistic", "data.sampler=uniform"]
     first = tmp_path / "first"
     with pytest.raises(AssertionError):  # the sweep reports the failed job
-        sweep(first, [*common, "k=0,3"])
+        run_sweep(first, [*common, "k=0,3"])
     table = collect(first / "multirun")
     assert list(table["status"]) == ["missing", "done"]
     done = first / "multirun" / "1" / "metrics.json"
     stamp = done.stat().st_mtime_ns
     # the same sweep directory, the failed job's setting now valid
-    sweep(first, [*common, "k=2,3"])
+    run_sweep(first, [*common, "k=2,3"])
     assert done.stat().st_mtime_ns == stamp  # job 1 (k=3) was not trained again
     assert list(collect(first / "multirun")["status"]) == ["done", "done"]

@@ -4,19 +4,16 @@ markdown rendering and the command line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from hydra_helpers import TINY_DATA
+from hydra_helpers import run_sweep
 from vidistill import results
 from vidistill.results import collect, main, to_markdown
 
-REPO = Path(__file__).resolve().parents[1]
 NAN = float("nan")
 
 
@@ -187,23 +184,7 @@ def test_command_line(sweep, tmp_path, capsys):
 @pytest.mark.slow
 def test_collect_a_real_multirun(tmp_path):
     """``train.py -m ... k=3,5``: two logistic jobs of one epoch, then their table."""
-    command = [
-        sys.executable,
-        "train.py",
-        "-m",
-        *TINY_DATA,
-        "trainer.max_epochs=1",
-        "test=false",
-        "callbacks.rich_progress_bar=null",
-        f"paths.root_dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.sweep.dir={tmp_path / 'multirun'}",
-        "model=logistic",
-        "data.sampler=uniform",
-        "k=3,5",
-    ]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_sweep(tmp_path, ["model=logistic", "data.sampler=uniform", "k=3,5"])
     frame = collect(tmp_path / "multirun", flops=True)
     assert frame["run"].tolist() == ["0", "1"]
     assert frame["status"].tolist() == ["done", "done"]
