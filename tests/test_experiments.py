@@ -14,7 +14,7 @@ from vidistill.results import collect
 PRESETS = sorted(
     p.stem
     for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")
-    if p.stem.startswith("fewer_frames")
+    if p.stem.startswith(("fewer_frames", "mod_temperature"))
 )
 SMALL_NEXTVLAD = ["model.backbone.clusters=4", "model.backbone.hidden_size=16"]
 
@@ -41,6 +41,15 @@ def test_every_preset_composes_with_its_sweep(preset):
     if preset.startswith("fewer_frames_losses"):
         assert params.distill == "serial,parallel"
         assert len(params.losses.split(",")) == 5
+    if preset == "mod_temperature":
+        assert params.variant.split(",") == [
+            "mix_t0",
+            "mix_t1",
+            "mix_t10",
+            "mix_t20",
+            "nextvlad",
+            "mod_t20",
+        ]
     if preset.endswith("_paper"):
         assert cfg.trainer.accelerator == "gpu" and "yt8m" in cfg.data._target_.lower()
 
@@ -82,6 +91,20 @@ def test_backbones_sweep(tmp_path):
     ]
     table = collect(run_sweep(tmp_path, overrides))
     assert len(table) == 1 and table["teacher/val/gap"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_mod_temperature_sweep(tmp_path):
+    overrides = [
+        "experiment=mod_temperature",
+        "variant=mix_t0,mix_t20",
+        "model=mix",  # so that the leaf overrides below also fit the config Hydra composes first
+        "model.backbone.leaf.clusters=4",
+        "model.backbone.leaf.hidden_size=16",
+    ]
+    table = collect(run_sweep(tmp_path, overrides))
+    assert list(table["variant"]) == ["mix_t0", "mix_t20"]
+    assert (table["status"] == "done").all() and table["val/gap"].between(0, 1).all()
 
 
 @pytest.mark.slow
