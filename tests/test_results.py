@@ -197,3 +197,7 @@ def test_collect_a_real_multirun(tmp_path):
     assert (frame["flops_total"] > 0).all()
     assert (frame["wall_time"] > 0).all()
     assert frame["epochs"].tolist() == [1, 1]
+    # the sweep's ~20 constant overrides (tiny data, paths...) are not "varying"; k is
+    varying = results.varying_columns(frame)
+    assert "k" in varying and "model" not in varying and "data.generator.num_train" not in varying
+    assert varying[:2] == ["run", "status"] and "val/gap" in varying

@@ -66,6 +66,16 @@ def collect(multirun_dir: str | Path, flops: bool = False) -> pd.DataFrame:
     return frame
 
 
+def varying_columns(df: pd.DataFrame) -> list[str]:
+    """The columns of ``df`` whose values differ between runs, plus ``run`` and ``status``: a
+    real sweep records every constant override of every job, which buries the swept ones."""
+    return [
+        column
+        for column in df.columns
+        if column in ("run", "status") or df[column].nunique(dropna=False) > 1
+    ]
+
+
 def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     """``df`` (or its ``columns``) as a GitHub markdown table, numeric columns right-aligned:
     floats with 4 decimals, integers as integers, missing values as empty cells."""
@@ -109,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("multirun_dir", help="a Hydra multirun directory or a tree of runs")
     parser.add_argument("--flops", action="store_true", help="add flops_paper and flops_total")
     parser.add_argument("--columns", help="comma-separated columns to print (default: all)")
+    parser.add_argument(
+        "--varying", action="store_true", help="only the columns whose values differ between runs"
+    )
     args = parser.parse_args(argv)
     try:
         frame = collect(args.multirun_dir, flops=args.flops)
         if frame.empty:
             raise ValueError(f"{args.multirun_dir}: no runs (no metrics.json nor .hydra/ below)")
         columns = args.columns.split(",") if args.columns else None
+        if args.varying:
+            varying = varying_columns(frame)
+            columns = [c for c in columns if c in varying] if columns else varying
         print(to_markdown(frame, columns))
     except (FileNotFoundError, ValueError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
