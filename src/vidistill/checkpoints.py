@@ -114,25 +114,32 @@ def load_model(
 
 def load_backbone(
     checkpoint_path: str | os.PathLike, backbone_config: Any | None = None
-) -> torch.nn.Module:
-    """The trained backbone of a checkpoint (a distillation teacher), in eval mode.
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained backbone of a checkpoint (a distillation teacher), in eval mode, and the
+    checkpoint's ``vidistill`` entry (``model``, ``data``: how it was trained), read once.
 
     ``backbone_config`` (a ``_target_`` config) is the architecture the caller expects: the
     weights must fit it exactly, else ValueError naming the file and what differs. ``None``
     rebuilds the architecture the checkpoint was trained as.
     """
     if backbone_config is None:
-        model, _ = load_model(checkpoint_path)
-        return model.backbone
+        model, info = load_model(checkpoint_path)
+        return model.backbone, info
+    checkpoint = read_checkpoint(checkpoint_path)
     backbone = instantiate(backbone_config)
-    load_backbone_weights(backbone, checkpoint_path)
-    return backbone.eval()
+    _load_backbone_state(backbone, checkpoint, checkpoint_path)
+    return backbone.eval(), run_config(checkpoint, checkpoint_path)
 
 
 def load_backbone_weights(backbone: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:
     """Copy a checkpoint's backbone weights into ``backbone`` (a pretrained start, a teacher):
     they must fit exactly, else ValueError naming the file and what differs."""
-    checkpoint = read_checkpoint(checkpoint_path)
+    _load_backbone_state(backbone, read_checkpoint(checkpoint_path), checkpoint_path)
+
+
+def _load_backbone_state(
+    backbone: torch.nn.Module, checkpoint: dict[str, Any], checkpoint_path: str | os.PathLike
+) -> None:
     prefix = "backbone."
     state_dict = {
         key[len(prefix) :]: value

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from tfrecord import example_pb2
 from torch import nn
 
@@ -58,7 +58,7 @@ from vidistill.data.records import SEGMENT_LENGTH, CorruptRecordError, iter_payl
 from vidistill.data.samplers import AllFrames, FrameSampler, build_sampler, video_rng
 from vidistill.metrics.segments import read_segment_ratings, segment_map_at_k, write_submission_csv
 from vidistill.predict import check_output
-from vidistill.runner import METRICS_FILE, build_datamodule
+from vidistill.runner import METRICS_FILE, build_datamodule, config_record, format_metrics
 
 log = logging.getLogger(__name__)
 
@@ -669,24 +669,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             str(Path(cfg.segment_ckpt).resolve()) if segment_model is not None else None
         ),
         "files": files,
-        "config": OmegaConf.to_container(
-            OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True
-        ),
+        "config": config_record(cfg),
     }
     path = Path(cfg.paths.output_dir) / METRICS_FILE
     path.write_text(json.dumps(record, indent=2))
     log.info("metrics written to %s", path)
-    print(format_localization_metrics(metrics))
+    print(format_metrics(metrics))
     return metrics
-
-
-def format_localization_metrics(metrics: Mapping[str, Any]) -> str:
-    """An aligned two-column table: rates with 4 decimals, counts as integers."""
-    width = max((len(key) for key in metrics), default=0)
-    return "\n".join(
-        f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}"
-        for key, value in metrics.items()
-    )
 
 
 def _load(path: str, name: str) -> tuple[nn.Module, dict[str, Any]]:

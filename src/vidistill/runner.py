@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,6 @@ from vidistill.checkpoints import (
     load_backbone,
     load_backbone_weights,
     load_model,
-    read_checkpoint,
-    run_config,
 )
 from vidistill.data.synthetic import SyntheticConfig
 from vidistill.models.base import count_parameters
@@ -145,7 +144,7 @@ def train(cfg: DictConfig) -> float | None:
             "best_checkpoint": best,
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "config": _config_record(cfg),
+            "config": config_record(cfg),
             "params": count_parameters(model.backbone),  # the student's alone when distilling
             "wall_time": time.perf_counter() - start,
             **({"teacher": teacher_record} if teacher_record else {}),
@@ -169,10 +168,12 @@ def build_objective(cfg: DictConfig) -> Any:
     if spec.get("checkpoint") is None:
         return build(cfg.distill, teacher=build((model or cfg.model).backbone))
     try:
-        teacher = load_backbone(spec.checkpoint, model.backbone if model is not None else None)
+        teacher, trained = load_backbone(
+            spec.checkpoint, model.backbone if model is not None else None
+        )
     except ValueError as error:
         raise ValueError(f"distill.teacher.checkpoint: {error}") from None
-    _warn_on_teacher_frames(spec.checkpoint, cfg)
+    _warn_on_teacher_frames(spec.checkpoint, trained["data"].get("sampler"), cfg)
     return build(cfg.distill, teacher=teacher)
 
 
@@ -213,7 +214,7 @@ def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _needs_teacher_run(cfg: DictConfig) -> bool:
-    spec = cfg.distill.get("teacher") if "teacher" in cfg.distill else None
+    spec = cfg.distill.get("teacher")
     return (
         spec is not None
         and not cfg.distill.get("parallel", False)
@@ -242,15 +243,14 @@ def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
     return teacher
 
 
-def _warn_on_teacher_frames(checkpoint: str, cfg: DictConfig) -> None:
-    stored = run_config(read_checkpoint(checkpoint), checkpoint).get("data", {})
+def _warn_on_teacher_frames(checkpoint: str, trained_sampler: str | None, cfg: DictConfig) -> None:
     wanted = cfg.data.get("teacher_sampler")
-    if stored.get("sampler") != wanted:
+    if trained_sampler != wanted:
         log.warning(
             "the teacher %s was trained on sampler=%s frames but sees data.teacher_sampler=%s "
             "frames here",
             checkpoint,
-            stored.get("sampler"),
+            trained_sampler,
             wanted,
         )
 
@@ -282,7 +282,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "split": split,
             "epoch": info["epoch"],
             "global_step": info["global_step"],
-            "config": _config_record(cfg),
+            "config": config_record(cfg),
         },
     )
     return metrics
@@ -361,7 +361,8 @@ def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
     return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
 
 
-def _config_record(cfg: DictConfig) -> dict[str, Any]:
+def config_record(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved run config without Hydra's own node, as plain containers for a record."""
     return OmegaConf.to_container(
         OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True
     )
@@ -386,7 +387,11 @@ def _first(results: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(value) for key, value in (results[0] if results else {}).items()}
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    """The metrics as an aligned two-column table."""
+def format_metrics(metrics: Mapping[str, Any]) -> str:
+    """The metrics as an aligned two-column table, sorted by name: floats with 4 decimals,
+    anything else (counts) as it is."""
     width = max((len(key) for key in metrics), default=0)
-    return "\n".join(f"{key:<{width}}  {value:.4f}" for key, value in sorted(metrics.items()))
+    return "\n".join(
+        f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}"
+        for key, value in sorted(metrics.items())
+    )
