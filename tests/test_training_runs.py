@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from hydra_helpers import CONFIG_DIR, compose_config
+from vidistill import runner
 from vidistill.lit import VideoClassifier
 from vidistill.models import FrameMeanLogistic
 from vidistill.runner import train
@@ -62,6 +64,64 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     ]
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+class CrashAfterFirstEpoch(pl.Callback):
+    """Stands for a killed job: raises as the second epoch starts, the first one's checkpoints
+    written."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+
+
+class BatchCounter(pl.Callback):
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def on_train_batch_end(self, *args, **kwargs) -> None:
+        self.batches += 1
+
+
+@pytest.mark.slow
+def test_an_interrupted_job_run_again_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    """ckpt_path=auto (the default): the same job run again in its directory continues from
+    last.ckpt and ends exactly where an uninterrupted run does."""
+    common = ["model=nextvlad", *SMALL_OVERRIDES["nextvlad"], "test=false"]
+    train(compose_config(tmp_path, common, run="straight"))
+    build_trainer = runner._trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            runner,
+            "_trainer",
+            lambda cfg, callbacks: build_trainer(cfg, [*callbacks, CrashAfterFirstEpoch()]),
+        )
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(compose_config(tmp_path, common, run="crashed"))
+    assert not (tmp_path / "crashed" / "metrics.json").exists()
+    counter = BatchCounter()
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            runner, "_trainer", lambda cfg, callbacks: build_trainer(cfg, [*callbacks, counter])
+        )
+        train(compose_config(tmp_path, common, run="crashed"))
+    straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert counter.batches == straight["global_step"] // 2  # only the second epoch was trained
+    assert metrics_of(tmp_path / "crashed") == metrics_of(tmp_path / "straight")
+
+
+def test_a_finished_run_is_skipped_only_for_the_same_job(tmp_path):
+    """skip_finished compares the job's overrides: the same job is not trained again, another
+    job sent to the same directory (an Optuna trial of a new study) is."""
+    common = ["model=logistic", "data.sampler=uniform", "trainer.max_epochs=1", "test=false"]
+    train(compose_config(tmp_path, [*common, "k=3"]))
+    record = tmp_path / "run" / "metrics.json"
+    stamp = record.stat().st_mtime_ns
+    train(compose_config(tmp_path, [*common, "k=3"]))
+    assert record.stat().st_mtime_ns == stamp
+    train(compose_config(tmp_path, [*common, "k=4"]))
+    written = json.loads(record.read_text())
+    assert "k=4" in written["overrides"] and written["config"]["k"] == 4
 
 
 def test_non_finite_loss_names_the_step_and_the_term():

@@ -37,11 +37,19 @@ class RunConfigInCheckpoint(pl.Callback):
     Args:
         model_config: the resolved ``cfg.model`` as plain containers (``_target_`` and all).
         data_config: ``FRAME_SELECTION_KEYS`` plus ``mode`` and ``num_classes``.
+        overrides: the Hydra job's command-line overrides (None outside Hydra), so that
+            resuming a run directory can tell whether it still holds the same job.
     """
 
-    def __init__(self, model_config: dict[str, Any], data_config: dict[str, Any]):
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        data_config: dict[str, Any],
+        overrides: list[str] | None = None,
+    ):
         self.model_config = model_config
         self.data_config = data_config
+        self.overrides = overrides
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -49,6 +57,7 @@ class RunConfigInCheckpoint(pl.Callback):
         checkpoint[CHECKPOINT_KEY] = {
             "model": self.model_config,
             "data": self.data_config,
+            "overrides": self.overrides,
             "version": FORMAT_VERSION,
         }
 
@@ -149,6 +158,11 @@ def _load_backbone_state(
     stored_model = (checkpoint.get(CHECKPOINT_KEY) or {}).get("model")
     _raise_on_mismatch(backbone, state_dict, checkpoint_path, stored_model)
     backbone.load_state_dict(state_dict, strict=True)
+
+
+def stored_overrides(checkpoint_path: str | os.PathLike) -> list[str] | None:
+    """The Hydra overrides of the job that wrote the checkpoint (None if not recorded)."""
+    return (read_checkpoint(checkpoint_path).get(CHECKPOINT_KEY) or {}).get("overrides")
 
 
 def check_resume_compatible(model: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:

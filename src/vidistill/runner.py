@@ -15,6 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -26,6 +27,7 @@ from vidistill.checkpoints import (
     load_backbone,
     load_backbone_weights,
     load_model,
+    stored_overrides,
 )
 from vidistill.data.synthetic import SyntheticConfig
 from vidistill.models.base import count_parameters
@@ -35,6 +37,8 @@ from vidistill.predict import KagglePredictionWriter
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+# ckpt_path value: resume the run directory's last checkpoint if it has one.
+AUTO = "auto"
 TEACHER_DIR = "teacher"
 # Callbacks (by their key under `callbacks`) that act on a distillation objective, so are left
 # out of the run that trains the teacher first.
@@ -87,15 +91,16 @@ def train(cfg: DictConfig) -> float | None:
 
     Serial distillation without a teacher checkpoint first trains the teacher the same way, in
     ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run). With
-    ``cfg.skip_finished``, a run directory that already holds ``metrics.json`` is not trained
-    again (unless resuming with ``ckpt_path``).
+    ``cfg.skip_finished``, a run directory that already holds the ``metrics.json`` of the same
+    job is not trained again (unless ``ckpt_path`` names a checkpoint to resume); with
+    ``ckpt_path=auto`` an interrupted one resumes from its last checkpoint.
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
-    finished = Path(cfg.paths.output_dir) / METRICS_FILE
-    if cfg.get("skip_finished") and cfg.get("ckpt_path") is None and finished.is_file():
+    overrides = job_overrides()
+    finished = _finished_record(cfg, overrides)
+    if finished is not None:
         # A sweep run again into its directory fills in only the jobs that did not finish.
-        log.info("skip_finished: %s exists, the run is not trained again", finished)
-        value = json.loads(finished.read_text())["metrics"].get(cfg.get("optimized_metric"))
+        value = finished["metrics"].get(cfg.get("optimized_metric"))
         return None if value is None or math.isnan(value) else value
     # Started before the teacher's run, which happens inside this call, so a serial run's
     # wall_time covers training its teacher too (not when it reuses a finished teacher).
@@ -107,7 +112,7 @@ def train(cfg: DictConfig) -> float | None:
         build(cfg.model, objective=build_objective(cfg))
         teacher_record = train_teacher_first(cfg)
     pl.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resume_path(cfg)
+    ckpt_path = resume_path(cfg, overrides)
     model = build(cfg.model, objective=build_objective(cfg))
     if ckpt_path is not None:
         check_resume_compatible(model, ckpt_path)
@@ -121,6 +126,7 @@ def train(cfg: DictConfig) -> float | None:
                 **{key: cfg.data.get(key) for key in (*FRAME_SELECTION_KEYS, "mode")},
                 "num_classes": cfg.num_classes,
             },
+            overrides=overrides,
         )
     )
     trainer = _trainer(cfg, callbacks)
@@ -145,6 +151,7 @@ def train(cfg: DictConfig) -> float | None:
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "config": config_record(cfg),
+            "overrides": overrides,
             "params": count_parameters(model.backbone),  # the student's alone when distilling
             "wall_time": time.perf_counter() - start,
             **({"teacher": teacher_record} if teacher_record else {}),
@@ -152,6 +159,44 @@ def train(cfg: DictConfig) -> float | None:
     )
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else value
+
+
+def job_overrides() -> list[str] | None:
+    """The running Hydra job's command-line overrides (None when Hydra is not running)."""
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def _finished_record(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any] | None:
+    """The ``metrics.json`` record of this run directory when ``cfg.skip_finished`` says the
+    run is not trained again: it exists, no explicit checkpoint asks to resume, and it was
+    written by a job with the same overrides (an Optuna study re-run into an old directory
+    samples other parameters for the same job number)."""
+    path = Path(cfg.paths.output_dir) / METRICS_FILE
+    if (
+        not cfg.get("skip_finished")
+        or cfg.get("ckpt_path") not in (None, AUTO)
+        or not path.is_file()
+    ):
+        return None
+    record = json.loads(path.read_text())
+    if _same_job(record.get("overrides"), overrides):
+        log.info("skip_finished: %s exists, the run is not trained again", path)
+        return record
+    log.warning(
+        "%s holds a run of other overrides (%s); training this job (%s) in its place",
+        path,
+        " ".join(record.get("overrides") or []),
+        " ".join(overrides or []),
+    )
+    return None
+
+
+def _same_job(stored: list[str] | None, current: list[str] | None) -> bool:
+    """Whether a record written with ``stored`` overrides belongs to the ``current`` job;
+    records from outside Hydra (None) are taken as the same job."""
+    return stored is None or current is None or sorted(stored) == sorted(current)
 
 
 def build_objective(cfg: DictConfig) -> Any:
@@ -238,8 +283,8 @@ def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
             if teacher.get("callbacks") and name in teacher.callbacks:
                 teacher.callbacks[name] = None
         teacher.task_name = f"{cfg.task_name}/{TEACHER_DIR}"
-        last = directory / "checkpoints" / "last.ckpt"
-        teacher.ckpt_path = "last" if cfg.get("ckpt_path") == "last" and last.is_file() else None
+        # The teacher of a resumed student run resumes too, if it was interrupted.
+        teacher.ckpt_path = AUTO if cfg.get("ckpt_path") in ("last", AUTO) else None
     return teacher
 
 
@@ -309,11 +354,23 @@ def predict(cfg: DictConfig) -> Path:
     return output
 
 
-def resume_path(cfg: DictConfig) -> str | None:
-    """``cfg.ckpt_path`` as a checked path (``last``: this run's ``checkpoints/last.ckpt``)."""
+def resume_path(cfg: DictConfig, overrides: list[str] | None = None) -> str | None:
+    """``cfg.ckpt_path`` as a checked path: ``last`` is this run directory's
+    ``checkpoints/last.ckpt``, which must exist; ``auto`` is that file when it exists and was
+    written by a job with the same ``overrides`` (a sweep re-run into its directory resumes
+    the jobs that were interrupted), else None (train from scratch)."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
         return None
+    if ckpt_path == AUTO:
+        path = _last_checkpoint(cfg)
+        if not path.is_file():
+            return None
+        if not _same_job(stored_overrides(path), overrides):
+            log.warning("%s was written by a job of other overrides: not resumed", path)
+            return None
+        log.info("ckpt_path=auto: resuming %s", path)
+        return str(path)
     if ckpt_path == "last":
         path = _last_checkpoint(cfg)
         if not path.is_file():
