@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,24 @@ def test_a_finished_run_is_skipped_only_for_the_same_job(tmp_path):
     train(compose_config(tmp_path, [*common, "k=4"]))
     written = json.loads(record.read_text())
     assert "k=4" in written["overrides"] and written["config"]["k"] == 4
+
+
+def test_auto_resumes_the_newer_of_last_and_the_slurm_checkpoint(tmp_path):
+    """Lightning saves hpc_ckpt_<n>.ckpt in the run directory before SLURM requeues a job;
+    ckpt_path=auto takes whichever of it and last.ckpt was written last, and neither when
+    another job wrote them."""
+    common = ["model=logistic", "data.sampler=uniform", "k=3", "trainer.max_epochs=1"]
+    cfg = compose_config(tmp_path, common)
+    train(cfg)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
+    shutil.copy(last, hpc)
+    overrides = runner.job_overrides()
+    os.utime(hpc, ns=(last.stat().st_mtime_ns + 10**9,) * 2)
+    assert runner.resume_path(cfg, overrides) == str(hpc)
+    os.utime(last, ns=(hpc.stat().st_mtime_ns + 10**9,) * 2)
+    assert runner.resume_path(cfg, overrides) == str(last)
+    assert runner.resume_path(cfg, [*overrides, "k=4"]) is None
 
 
 def test_non_finite_loss_names_the_step_and_the_term():

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 # ckpt_path value: resume the run directory's last checkpoint if it has one.
 AUTO = "auto"
+# What Lightning names the checkpoint it saves in the trainer's root directory (the run
+# directory) before SLURM requeues a job.
+HPC_CHECKPOINT_PREFIX = "hpc_ckpt_"
 TEACHER_DIR = "teacher"
 # Callbacks (by their key under `callbacks`) that act on a distillation objective, so are left
 # out of the run that trains the teacher first.
@@ -356,15 +359,16 @@ def predict(cfg: DictConfig) -> Path:
 
 def resume_path(cfg: DictConfig, overrides: list[str] | None = None) -> str | None:
     """``cfg.ckpt_path`` as a checked path: ``last`` is this run directory's
-    ``checkpoints/last.ckpt``, which must exist; ``auto`` is that file when it exists and was
-    written by a job with the same ``overrides`` (a sweep re-run into its directory resumes
-    the jobs that were interrupted), else None (train from scratch)."""
+    ``checkpoints/last.ckpt``, which must exist; ``auto`` is the newer of that file and the
+    checkpoint Lightning saves when SLURM is about to stop a job (``hpc_ckpt_<n>.ckpt`` in the
+    run directory), if there is one written by a job with the same ``overrides`` (a sweep
+    re-run into its directory, a requeued cluster job), else None (train from scratch)."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is None:
         return None
     if ckpt_path == AUTO:
-        path = _last_checkpoint(cfg)
-        if not path.is_file():
+        path = _newest_checkpoint(cfg)
+        if path is None:
             return None
         if not _same_job(stored_overrides(path), overrides):
             log.warning("%s was written by a job of other overrides: not resumed", path)
@@ -386,6 +390,15 @@ def resume_path(cfg: DictConfig, overrides: list[str] | None = None) -> str | No
 
 def _last_checkpoint(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def _newest_checkpoint(cfg: DictConfig) -> Path | None:
+    candidates = [
+        _last_checkpoint(cfg),
+        *Path(cfg.paths.output_dir).glob(f"{HPC_CHECKPOINT_PREFIX}*.ckpt"),
+    ]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime_ns) if existing else None
 
 
 def _datamodule_for(cfg: DictConfig, info: dict[str, Any]) -> pl.LightningDataModule:
