@@ -121,3 +121,17 @@ def test_optuna_search_maximizes_val_gap(tmp_path):
     assert float(result["best_params"]["model.optimizer.lr"]) == pytest.approx(
         float(best["model.optimizer.lr"])
     )
+
+
+def test_ddp_in_a_multirun_runs_the_job_once(tmp_path):
+    """trainer=ddp in train.py -m: the job trains on two gloo processes that it spawns itself,
+    instead of running the sweep's command line again (which would start the sweep anew)."""
+    directory = run_sweep(
+        tmp_path,
+        [*LOGISTIC, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "k=3"],
+    )
+    log = (tmp_path / "sweep.log").read_text()
+    assert "ddp_spawn" in log and "Initializing distributed: GLOBAL_RANK: 1" in log
+    assert log.count("Launching 1 jobs locally") == 1
+    assert list(collect(directory)["status"]) == ["done"]
+    assert sorted(path.name for path in directory.iterdir() if path.is_dir()) == ["0"]

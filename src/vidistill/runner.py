@@ -17,8 +17,10 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from vidistill.checkpoints import (
     FRAME_SELECTION_KEYS,
@@ -428,7 +430,31 @@ def _trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
         # torch's SyncBatchNorm runs on CUDA only; DDP on CPU (gloo) keeps per-process statistics.
         log.warning("sync_batchnorm is CUDA-only: off for this %s run", accelerator)
         overrides["sync_batchnorm"] = False
-    return build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False, **overrides)
+    if _relaunches_the_command(trainer) and _in_multirun():
+        # Plain DDP starts its other processes by running the command line again, which in a
+        # multirun is the whole sweep: every job would start the sweep anew. Spawned processes
+        # run this job's function instead.
+        log.info(
+            "strategy=ddp inside a Hydra multirun: the job's processes are spawned (ddp_spawn)"
+        )
+        trainer = build(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            **{**overrides, "strategy": "ddp_spawn"},
+        )
+    return trainer
+
+
+def _relaunches_the_command(trainer: pl.Trainer) -> bool:
+    """Whether the trainer's strategy starts its processes by running the script again (plain
+    DDP on one machine, not when SLURM or torchrun started them)."""
+    return isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher)
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def config_record(cfg: DictConfig) -> dict[str, Any]:
