@@ -32,8 +32,10 @@ MIX = [
     "model.backbone.leaf.groups=4",
     "model.backbone.leaf.hidden_size=16",
 ]
-# Three training steps of one epoch, each logged; validation and test on every video.
+# Three training steps of one epoch, each logged; validation and test on every video. Batches
+# are padded to the tiny set's longest video (80 frames), not 300.
 TINY_RUN = [
+    "data.max_frames=80",
     "trainer.max_epochs=1",
     "+trainer.limit_train_batches=3",
     "trainer.log_every_n_steps=1",
@@ -122,9 +124,7 @@ def test_teacher_and_student_embed_the_same_videos_from_their_own_frames(runs):
         ((teacher.embeddings - student.embeddings) ** 2).sum(1).mean(), rel=1e-5
     )
     # Same size, trained without a projection: projection=True changes nothing.
-    projected = analysis.embed(
-        analysis.best_checkpoint(run), files, max_videos=30, projection=True
-    )
+    projected = analysis.embed(analysis.best_checkpoint(run), files, max_videos=30, projection=True)
     np.testing.assert_array_equal(projected.embeddings, student.embeddings)
 
 
@@ -344,11 +344,20 @@ def test_latest_multirun_and_directories_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDISTILL_TEST_RUNS", str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         analysis.directories_from_env("VIDISTILL_TEST_RUNS", [latest])
-    # From a notebook's folder inside the checkout, the checkout's root.
+    # From a notebook's folder inside the checkout, the checkout's root; paths written from
+    # the root (logs/...) are found from there.
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "config.yaml").write_text("")
     (tmp_path / "notebooks").mkdir()
     assert analysis.project_root(tmp_path / "notebooks") == tmp_path
+    monkeypatch.chdir(tmp_path / "notebooks")
+    relative = latest.relative_to(tmp_path)
+    monkeypatch.setenv("VIDISTILL_TEST_RUNS", str(relative))
+    assert analysis.directories_from_env("VIDISTILL_TEST_RUNS", []) == [latest]
+    assert analysis.path_from_env("VIDISTILL_TEST_RUNS") == latest
+    assert analysis.latest_multirun("fewer_frames_baselines") == latest
+    monkeypatch.delenv("VIDISTILL_TEST_RUNS")
+    assert analysis.path_from_env("VIDISTILL_TEST_RUNS") is None
 
 
 def test_videos_of_top_classes_keeps_videos_of_exactly_one():

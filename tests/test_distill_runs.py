@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hydra_helpers import compose_config
+from vidistill import runner
 from vidistill.runner import evaluate, train
 
 HRNN = ["model=hrnn", "model.backbone.lower_size=16", "model.backbone.upper_size=16"]
@@ -229,3 +230,25 @@ def test_resumed_parallel_run_matches_an_uninterrupted_one(tmp_path):
     assert any(key.startswith("objective.teacher.") for key in weights[0])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+
+
+def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
+    """Serial runs that differ only in the student's settings (k, loss weights, T) share a
+    teacher directory; a teacher setting (its size, the seed, the data) makes another one."""
+
+    def directory(*overrides: str) -> Path:
+        cfg = compose_config(
+            tmp_path,
+            ["distill=serial", f"distill.teacher.shared_dir={tmp_path / 'teachers'}", *overrides],
+        )
+        path, shared = runner.teacher_directory(cfg)
+        assert shared and path.parent == tmp_path / "teachers"
+        return path
+
+    base = directory("k=10")
+    assert directory("k=30", "distill.weights.pred=0.01", "T=5") == base
+    assert directory("data.num_workers=2") == base  # how data is read, not what
+    for other in ("model.backbone.clusters=16", "seed=1", "data.generator.num_train=64"):
+        assert directory(other) != base, other
+    single, shared = runner.teacher_directory(compose_config(tmp_path, ["distill=serial"]))
+    assert not shared and single == tmp_path / "run" / "teacher"

@@ -3,6 +3,7 @@ table needs, and a tiny sweep of each runs through ``train.py -m``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,28 @@ def test_a_sweep_run_again_trains_only_what_did_not_finish(tmp_path):
     run_sweep(first, [*common, "k=2,3"])
     assert done.stat().st_mtime_ns == stamp  # job 1 (k=3) was not trained again
     assert list(collect(first / "multirun")["status"]) == ["done", "done"]
+
+
+@pytest.mark.slow
+def test_serial_jobs_of_a_sweep_share_one_locked_teacher(tmp_path):
+    """Two serial jobs running at once (joblib) need the same teacher: it is trained once, in
+    <sweep>/teachers/, while the other job waits for it; both students distill from it."""
+    overrides = [
+        "experiment=fewer_frames_losses",
+        *SMALL_NEXTVLAD,
+        "k=4",
+        "distill=serial",
+        "losses=rep_ce,pred_ce",
+        "hydra/launcher=local_parallel",
+    ]
+    directory = run_sweep(tmp_path, overrides)
+    log = (tmp_path / "sweep.log").read_text()
+    assert log.count("training the teacher first") == 1
+    assert log.count("reusing the teacher trained in") == 1
+    teachers = [path for path in (directory / "teachers").iterdir() if path.is_dir()]
+    assert len(teachers) == 1 and teachers[0].name.startswith("NeXtVLAD-")
+    table = collect(directory)
+    assert list(table["status"]) == ["done", "done"]  # the teacher is not a row
+    records = [json.loads((directory / run / "metrics.json").read_text()) for run in table["run"]]
+    assert {record["teacher"]["directory"] for record in records} == {str(teachers[0])}
+    assert table["teacher/val/gap"].nunique() == 1

@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vidistill.results import METRICS_FILE, TEACHER_DIR, collect
+from vidistill.results import METRICS_FILE, collect
 
 # Where the CSV logger (conf/logger/csv.yaml: name "csv", version "") writes in a run directory.
 CSV_LOG = Path("csv") / "metrics.csv"
-CHECKPOINT_DIR = "checkpoints"
 
 # The fewer-frames paper's names of the frame-selection baselines, in its Table 1 order.
 SAMPLER_LABELS = {
@@ -85,17 +84,41 @@ def latest_multirun(task_name: str, log_dir: str | os.PathLike | None = None) ->
     return sweeps[-1] if sweeps else None
 
 
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``path`` as given when it exists (or is absolute), else taken from the checkout's root
+    (:func:`project_root`): a notebook's kernel runs in ``notebooks/``, while paths such as
+    ``logs/...`` are written from the root, where ``train.py`` runs."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    from_root = project_root() / path
+    return from_root if from_root.exists() else path
+
+
+def path_from_env(variable: str) -> Path | None:
+    """The path in the environment variable ``variable`` (:func:`resolve_path`), None when it
+    is unset or empty; FileNotFoundError naming the variable when the path does not exist."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        return None
+    path = resolve_path(value)
+    if not path.exists():
+        raise FileNotFoundError(f"{variable}: no such file or directory: {value}")
+    return path
+
+
 def directories_from_env(variable: str, defaults: Sequence[Path | None]) -> list[Path]:
     """The directories listed in the environment variable ``variable`` (separated by
-    ``os.pathsep``, ``:`` on Linux), else the ``defaults`` that exist. FileNotFoundError
-    naming the variable when nothing is found, so a notebook stops at its first cell."""
+    ``os.pathsep``, ``:`` on Linux; relative ones as :func:`resolve_path` takes them), else the
+    ``defaults`` that exist. FileNotFoundError naming the variable when nothing is found, so a
+    notebook stops at its first cell."""
     value = os.environ.get(variable, "").strip()
     if value:
-        directories = [Path(part).expanduser() for part in value.split(os.pathsep) if part]
-        missing = [str(path) for path in directories if not path.is_dir()]
+        parts = [part for part in value.split(os.pathsep) if part]
+        missing = [part for part in parts if not resolve_path(part).is_dir()]
         if missing:
             raise FileNotFoundError(f"{variable}: no such directory: {', '.join(missing)}")
-        return directories
+        return [resolve_path(part) for part in parts]
     found = [Path(path) for path in defaults if path is not None and Path(path).is_dir()]
     if not found:
         raise FileNotFoundError(
@@ -118,35 +141,37 @@ def best_checkpoint(run_dir: str | os.PathLike) -> Path:
     """The checkpoint a run's metrics were measured on (``best_checkpoint`` of its record).
 
     Records hold absolute paths; a run directory that was moved or copied still finds its
-    checkpoint under its own ``checkpoints/`` by file name.
+    checkpoint under its own ``checkpoints/``.
     """
     run_dir = Path(run_dir)
     recorded = read_record(run_dir).get("best_checkpoint")
     if not recorded:
         raise FileNotFoundError(f"{run_dir / METRICS_FILE}: the run saved no checkpoint")
-    return _existing(Path(recorded), run_dir / CHECKPOINT_DIR)
+    return _existing(Path(recorded), run_dir)
 
 
 def teacher_checkpoint(run_dir: str | os.PathLike) -> Path:
-    """The teacher checkpoint of a teacher-student run: the one it trained first in
-    ``<run>/teacher``, else the ``distill.teacher.checkpoint`` it was given.
+    """The teacher checkpoint of a teacher-student run: the one it trained first (in
+    ``<run>/teacher``, or shared by a sweep's jobs), else the ``distill.teacher.checkpoint``
+    it was given.
     ValueError when the run had no trained teacher (a baseline, or a parallel run whose
     teacher lives only inside its training objective)."""
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     trained_first = (record.get("teacher") or {}).get("best_checkpoint")
     if trained_first:
-        return _existing(Path(trained_first), run_dir / TEACHER_DIR / CHECKPOINT_DIR)
+        return _existing(Path(trained_first), run_dir)
     distill = record.get("config", {}).get("distill") or {}
     given = (distill.get("teacher") or {}).get("checkpoint")
     if given and not distill.get("parallel", False):
-        return _existing(Path(given), Path(given).parent)
+        return _existing(Path(given), run_dir)
     raise ValueError(f"{run_dir}: not a serial teacher-student run, it has no trained teacher")
 
 
 def teacher_run(run_dir: str | os.PathLike) -> Path | None:
     """The run directory that trained a run's teacher (holding its ``metrics.json``), or None:
-    ``<run>/teacher``, or the run owning the given ``distill.teacher.checkpoint``."""
+    ``<run>/teacher``, a sweep's shared teacher directory, or the run owning the given
+    ``distill.teacher.checkpoint``."""
     try:
         checkpoint = teacher_checkpoint(run_dir)
     except ValueError:
@@ -155,13 +180,20 @@ def teacher_run(run_dir: str | os.PathLike) -> Path | None:
     return directory if (directory / METRICS_FILE).is_file() else None
 
 
-def _existing(recorded: Path, fallback_dir: Path) -> Path:
+def _existing(recorded: Path, run_dir: Path) -> Path:
+    """``recorded`` (an absolute path from a record) if it exists, else the same file found
+    from ``run_dir`` after the runs were moved: the recorded path's last 2, 3 or 4 parts below
+    the run or its parent, which covers ``<run>/checkpoints/<file>``,
+    ``<run>/teacher/checkpoints/<file>`` and ``<sweep>/teachers/<name>/checkpoints/<file>``
+    (a teacher shared by a sweep's jobs)."""
     if recorded.is_file():
         return recorded
-    moved = fallback_dir / recorded.name
-    if moved.is_file():
-        return moved
-    raise FileNotFoundError(f"checkpoint {recorded} not found (nor {moved})")
+    for base in (run_dir, run_dir.parent):
+        for depth in (2, 3, 4):
+            moved = base.joinpath(*recorded.parts[-depth:])
+            if len(recorded.parts) > depth and moved.is_file():
+                return moved
+    raise FileNotFoundError(f"checkpoint {recorded} not found, nor below {run_dir} or its parent")
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +467,12 @@ def split_files(run_dir: str | os.PathLike, split: str = "test") -> list[str]:
     if files is None:
         raise ValueError(f"{run_dir}: the run's data has no {split} files")
     return expand_files(datamodule.resolve(files))
+
+
+def default_split(run_dir: str | os.PathLike) -> str:
+    """``test`` when the run's data has test files, else ``val`` (eval.py's rule: real YT8M's
+    test files carry no labels and are usually left out)."""
+    return "test" if run_datamodule(run_dir).files.get("test") is not None else "val"
 
 
 def class_names(run_dir: str | os.PathLike) -> dict[int, str]:
@@ -842,6 +880,24 @@ def plot_vs_temperature(runs: pd.DataFrame, metric: str, ax: Any = None) -> Any:
     ax.set_xlabel("temperature T (0: no distillation)")
     ax.set_ylabel(metric)
     ax.legend(fontsize="small")
+    return ax
+
+
+def plot_curves(curves: pd.DataFrame, contains: str, title: str, ax: Any = None) -> Any:
+    """The columns of ``curves`` (a :func:`training_curves` frame) whose name contains
+    ``contains`` (``/kl/``, ``/bce/``) against the step; a note on the axes when the run logged
+    none (a mixture at T = 0 has no distillation term)."""
+    ax = _axes(ax)
+    chosen = [column for column in curves.columns if contains in str(column)]
+    for column in chosen:
+        values = curves[column].dropna()
+        ax.plot(values.index, values.to_numpy(dtype=float), label=column)
+    if chosen:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, f"no {contains} term logged", ha="center", transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_xlabel("step")
     return ax
 
 

@@ -5,8 +5,9 @@ it, and ``python -m vidistill.results MULTIRUN_DIR [--flops] [--columns a,b]`` d
 A run is a directory holding ``metrics.json`` (written by ``train.py`` when a run finishes) or a
 ``.hydra`` directory (written by Hydra when a job starts): a job with ``.hydra`` but no
 ``metrics.json`` crashed or is still running and is listed with ``status = "missing"``. The
-teacher a serial distillation run trains first lives in ``<run>/teacher``; it is not a row of its
-own but adds ``teacher/<metric>`` columns to its run's row.
+teacher a serial distillation run trains first (in ``<run>/teacher``, or shared by a sweep's jobs
+in ``<sweep>/teachers/<name>``) is not a row of its own but adds ``teacher/<metric>`` columns to
+the row of each run distilled from it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 METRICS_FILE = "metrics.json"  # as vidistill.runner writes it (not imported: that loads torch)
 TEACHER_DIR = "teacher"
+SHARED_TEACHERS_DIR = "teachers"
 HYDRA_DIR = ".hydra"
 OVERRIDES_FILE = "overrides.yaml"
 # Columns taken from the record itself, after the metrics; the FLOPs columns follow when asked.
@@ -139,13 +141,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_directories(root: Path) -> list[Path]:
-    """Directories with a metrics.json or a .hydra/, less the teachers nested in runs."""
+    """Directories with a metrics.json or a .hydra/, less teachers: those nested in runs and
+    those a sweep's jobs share."""
     found = {path.parent for path in root.rglob(METRICS_FILE)}
     found |= {path.parent for path in root.rglob(HYDRA_DIR) if path.is_dir()}
     runs = {
         directory
         for directory in found
         if not (directory.name == TEACHER_DIR and directory.parent in found)
+        and SHARED_TEACHERS_DIR not in directory.relative_to(root).parts
     }
     return sorted(runs, key=lambda directory: _natural_key(directory.relative_to(root).as_posix()))
 
@@ -167,7 +171,9 @@ def _read_run(
         "status": "missing" if record is None else "done",
     }
     metrics = dict(record.get("metrics", {})) if record is not None else {}
-    teacher = _read_record(directory / TEACHER_DIR / METRICS_FILE)
+    # The student's record repeats its teacher's metrics wherever the teacher was trained;
+    # the nested teacher's own record still tells them when the student did not finish.
+    teacher = (record or {}).get("teacher") or _read_record(directory / TEACHER_DIR / METRICS_FILE)
     if teacher is not None:
         metrics.update(
             {f"teacher/{key}": value for key, value in teacher.get("metrics", {}).items()}

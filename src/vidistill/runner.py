@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import hashlib
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,21 @@ AUTO = "auto"
 # directory) before SLURM requeues a job.
 HPC_CHECKPOINT_PREFIX = "hpc_ckpt_"
 TEACHER_DIR = "teacher"
+# In a multirun, the teachers that serial jobs train, shared between jobs: <sweep dir>/teachers.
+SHARED_TEACHERS_DIR = "teachers"
+# The parts of a teacher run's config that decide what teacher it trains.
+TEACHER_IDENTITY = (
+    "model",
+    "data",
+    "trainer",
+    "callbacks",
+    "distill",
+    "seed",
+    "num_classes",
+    "pretrained",
+    "optimized_metric",
+    "test",
+)
 # Callbacks (by their key under `callbacks`) that act on a distillation objective, so are left
 # out of the run that trains the teacher first.
 DISTILLATION_CALLBACKS = ("loss_schedule",)
@@ -94,14 +113,20 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> float | None:
     """Fit the configured model, evaluate its best checkpoint, write ``metrics.json``.
 
-    Serial distillation without a teacher checkpoint first trains the teacher the same way, in
-    ``<output_dir>/teacher`` (skipped when that directory holds a finished teacher run). With
+    Serial distillation without a teacher checkpoint first trains the teacher the same way (in
+    ``<output_dir>/teacher``, or in a multirun a directory its jobs share, see
+    :func:`teacher_directory`; skipped when that holds a finished teacher run). With
     ``cfg.skip_finished``, a run directory that already holds the ``metrics.json`` of the same
     job is not trained again (unless ``ckpt_path`` names a checkpoint to resume); with
     ``ckpt_path=auto`` an interrupted one resumes from its last checkpoint.
     Returns the value of ``cfg.optimized_metric`` for sweepers (None if it was not logged).
     """
-    overrides = job_overrides()
+    return _train(cfg, job_overrides())
+
+
+def _train(cfg: DictConfig, overrides: list[str] | None) -> float | None:
+    """:func:`train`, the run identified by ``overrides`` (None: any) for skipping and
+    resuming."""
     finished = _finished_record(cfg, overrides)
     if finished is not None:
         # A sweep run again into its directory fills in only the jobs that did not finish.
@@ -242,16 +267,22 @@ def start_from_pretrained(model: pl.LightningModule, path: str) -> None:
 
 
 def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
-    """Train the teacher of a serial distillation run (plain BCE on the teacher's frames) in
-    ``<output_dir>/teacher``, or reuse the finished teacher run found there; points
-    ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its metrics record."""
-    directory = Path(cfg.paths.output_dir) / TEACHER_DIR
+    """Train the teacher of a serial distillation run (plain BCE on the teacher's frames), or
+    reuse the finished teacher run found in its directory (see :func:`teacher_directory`);
+    points ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its record.
+
+    A shared teacher directory is locked while its teacher trains: jobs of a sweep that need
+    the same teacher wait for the one training it, and a job that dies releases the lock (the
+    next one resumes the teacher from its last checkpoint)."""
+    directory, shared = teacher_directory(cfg)
     record_path = directory / METRICS_FILE
-    if not record_path.is_file():
-        log.info("serial distillation: training the teacher first, in %s", directory)
-        train(_teacher_run_config(cfg, directory))
-    else:
-        log.info("serial distillation: reusing the teacher trained in %s", directory)
+    with _exclusive(directory) if shared else contextlib.nullcontext():
+        if not record_path.is_file():
+            log.info("serial distillation: training the teacher first, in %s", directory)
+            # A teacher's identity is its directory, not the job that happens to train it.
+            _train(_teacher_run_config(cfg, directory), overrides=None)
+        else:
+            log.info("serial distillation: reusing the teacher trained in %s", directory)
     record = json.loads(record_path.read_text())
     if not record.get("best_checkpoint"):
         raise RuntimeError(f"{record_path}: the teacher run saved no checkpoint to distill from")
@@ -260,7 +291,64 @@ def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path") == "last" and not _last_checkpoint(cfg).is_file():
         log.info("ckpt_path=last: the run stopped while training the teacher; the student starts")
         cfg.ckpt_path = None
-    return {key: record[key] for key in ("metrics", "best_checkpoint", "epochs")}
+    return {
+        "directory": str(directory),
+        **{key: record[key] for key in ("metrics", "best_checkpoint", "epochs")},
+    }
+
+
+def teacher_directory(cfg: DictConfig) -> tuple[Path, bool]:
+    """Where a serial run's teacher is trained, and whether other runs share it.
+
+    ``distill.teacher.shared_dir`` (in a multirun, by default ``<sweep dir>/teachers``) holds
+    one directory per teacher, named by its backbone and a hash of everything its run depends
+    on, so every job of a sweep that needs the same teacher uses the same one. A single run, or
+    a job whose processes SLURM or torchrun started (each of them would take the lock), trains
+    its own in ``<run>/teacher``.
+    """
+    shared = cfg.distill.teacher.get("shared_dir")
+    if shared is None and _in_multirun():
+        shared = Path(HydraConfig.get().sweep.dir) / SHARED_TEACHERS_DIR
+    if shared is None or _started_as_one_of_many_processes():
+        return Path(cfg.paths.output_dir) / TEACHER_DIR, False
+    return Path(shared) / _teacher_name(cfg), True
+
+
+def _teacher_name(cfg: DictConfig) -> str:
+    """``<backbone class>-<hash>``, the hash over the teacher run's resolved config less what
+    does not change the trained teacher (where it is written, data loading processes, the
+    progress bar and loggers)."""
+    teacher = _teacher_run_config(cfg, Path("teacher"))
+    resolved = config_record(teacher)
+    identity = {key: resolved[key] for key in TEACHER_IDENTITY if key in resolved}
+    identity["data"].pop("num_workers", None)
+    (identity.get("callbacks") or {}).pop("rich_progress_bar", None)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    backbone = str(teacher.model.backbone._target_).rsplit(".", 1)[-1]
+    return f"{backbone}-{digest.hexdigest()[:12]}"
+
+
+def _started_as_one_of_many_processes() -> bool:
+    """Whether this process is one of several that a cluster launcher (SLURM tasks, torchrun)
+    started for one job: they all train the teacher together, so none may wait on a lock."""
+    return any(int(os.environ.get(name, "1")) > 1 for name in ("WORLD_SIZE", "SLURM_NTASKS"))
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<directory>.lock`` (a POSIX record lock: it works across
+    the nodes of a shared file system and is released when the holding process dies)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f"{directory.name}.lock", "a") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("waiting for another job to finish training the teacher in %s", directory)
+            fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def _needs_teacher_run(cfg: DictConfig) -> bool:
