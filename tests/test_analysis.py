@@ -53,7 +53,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDISTILL_CACHE", str(root / "cache"))
         train(compose_config(root, [*NEXTVLAD, *TINY_RUN, "distill=serial", "k=6"], run="serial"))
-        mix = [*MIX, *TINY_RUN, "distill=online", "T=20"]
+        # The mixture on 10 uniform frames: cheaper, and what a checkpoint stores is exercised.
+        mix = [*MIX, *TINY_RUN, "distill=online", "T=20", "data.sampler=uniform", "k=10"]
         train(
             compose_config(
                 root, [*mix, f"model.classifier_weight_decay={CLASSIFIER_DECAY}"], run="mix"
@@ -234,6 +235,26 @@ def test_a_moved_run_finds_its_checkpoints_under_its_own_directory(runs, tmp_pat
     (moved / "checkpoints" / Path(record["best_checkpoint"]).name).unlink()
     with pytest.raises(FileNotFoundError, match="not found"):
         analysis.best_checkpoint(moved)
+
+
+def test_a_moved_sweep_finds_the_teacher_its_jobs_shared(tmp_path):
+    """Serial jobs of a sweep may share a teacher in <sweep>/teachers/<name>; after the sweep
+    was moved, the job's record still points at the old place."""
+    sweep = tmp_path / "sweep"
+    teacher = sweep / "teachers" / "NeXtVLAD-0123" / "checkpoints" / "epoch_000.ckpt"
+    student = sweep / "0" / "checkpoints" / "epoch_000.ckpt"
+    for path in (teacher, student):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    old = Path("/elsewhere/sweep")
+    record = {
+        "best_checkpoint": str(old / student.relative_to(sweep)),
+        "teacher": {"best_checkpoint": str(old / teacher.relative_to(sweep))},
+        "config": {},
+    }
+    (sweep / "0" / "metrics.json").write_text(json.dumps(record))
+    assert analysis.teacher_checkpoint(sweep / "0") == teacher
+    assert analysis.best_checkpoint(sweep / "0") == student
 
 
 # --------------------------------------------------------------------------------------------

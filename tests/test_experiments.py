@@ -15,7 +15,7 @@ from vidistill.results import collect
 PRESETS = sorted(
     p.stem
     for p in Path(CONFIG_DIR, "experiment").glob("*.yaml")
-    if p.stem.startswith(("fewer_frames", "mod_temperature"))
+    if p.stem.startswith(("fewer_frames", "mod_"))
 )
 SMALL_NEXTVLAD = ["model.backbone.clusters=4", "model.backbone.hidden_size=16"]
 
@@ -53,6 +53,22 @@ def test_every_preset_composes_with_its_sweep(preset):
         ]
     if preset.endswith("_paper"):
         assert cfg.trainer.accelerator == "gpu" and "yt8m" in cfg.data._target_.lower()
+    if "variant" in params:
+        for arm in params.variant.split(","):
+            check_arm(preset, arm)
+
+
+def check_arm(preset: str, arm: str) -> None:
+    """An arm composes with its preset; the paper's arms are paper-sized (2048-wide NeXtVLADs)
+    and the CPU arms are not; pretrained arms pretrain."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}", f"variant={arm}"])
+    backbone = cfg.model.backbone
+    hidden = (backbone.leaf if "leaf" in backbone else backbone).get("hidden_size")
+    if "dbof" not in arm:
+        assert (hidden == 2048) == preset.endswith("_paper"), arm
+    assert cfg.pretrain.enabled == ("pretrained" in arm), arm
+    assert cfg.T == 20 or arm.endswith(("t0", "t1", "t10")), arm
 
 
 @pytest.mark.slow
@@ -149,3 +165,33 @@ def test_serial_jobs_of_a_sweep_share_one_locked_teacher(tmp_path):
     records = [json.loads((directory / run / "metrics.json").read_text()) for run in table["run"]]
     assert {record["teacher"]["directory"] for record in records} == {str(teachers[0])}
     assert table["teacher/val/gap"].nunique() == 1
+
+
+@pytest.mark.slow
+def test_mod_finetune_sweep_pretrains_once_and_finetunes(tmp_path):
+    """A pretrained arm trains its video-level model first, in <sweep>/pretrained/, and starts
+    the segment model from it; a scratch arm does not."""
+    overrides = [
+        "experiment=mod_finetune",
+        "variant=scratch_nextvlad,pretrained_nextvlad",
+        *SMALL_NEXTVLAD,
+        "data.eval_batch_size=16",
+        "pretrain.overrides=['trainer.max_epochs=1']",
+    ]
+    directory = run_sweep(tmp_path, overrides)
+    table = collect(directory)
+    assert list(table["variant"]) == ["scratch_nextvlad", "pretrained_nextvlad"]
+    assert (table["status"] == "done").all() and table["val/map_at_k"].between(0, 1).all()
+    pretrained = [path for path in (directory / "pretrained").iterdir() if path.is_dir()]
+    assert len(pretrained) == 1 and (pretrained[0] / "metrics.json").is_file()
+    scratch, finetuned = (
+        json.loads((directory / run / "metrics.json").read_text()) for run in table["run"]
+    )
+    assert "pretrained" not in scratch and scratch["config"]["pretrained"] is None
+    assert finetuned["pretrained"]["directory"] == str(pretrained[0])
+    assert finetuned["config"]["pretrained"] == finetuned["pretrained"]["best_checkpoint"]
+    video_level = json.loads((pretrained[0] / "metrics.json").read_text())["config"]
+    # the video-level task and data (the segment job's own settings are not carried over)
+    assert "task" not in video_level["model"] and video_level["data"]["mode"] == "frame"
+    assert finetuned["config"]["model"]["task"] == "segment"
+    assert video_level["model"]["backbone"] == finetuned["config"]["model"]["backbone"]

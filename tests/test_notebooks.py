@@ -44,7 +44,8 @@ SWEEPS = {
         "k=6",
     ],
     # Two temperatures of a mixture of two NeXtVLADs (model=mix: so that the leaf overrides
-    # fit the config Hydra composes before the variant's model).
+    # fit the config Hydra composes before the variant's model), on 10 uniform frames: the
+    # mixtures are the costliest runs here, and nothing in mod.ipynb needs every frame.
     "mod": [
         "experiment=mod_temperature",
         "variant=mix_t0,mix_t20",
@@ -53,6 +54,8 @@ SWEEPS = {
         "model.backbone.leaf.clusters=4",
         "model.backbone.leaf.groups=4",
         "model.backbone.leaf.hidden_size=16",
+        "data.sampler=uniform",
+        "k=10",
     ],
 }
 

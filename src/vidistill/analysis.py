@@ -47,6 +47,8 @@ SAMPLER_LABELS = {
 }
 # The student's loss terms (conf/distill/loss/) as the paper writes them, in its order.
 LOSS_LABELS = {"rep": "Lrep", "rep_blocks": "Lrep-blocks", "pred": "Lpred", "ce": "LCE"}
+# The objectives' class names (conf/distill/): matched on the last part of ``_target_``, which
+# may name the class through its package or its module.
 TEACHER_STUDENT_TARGET = "vidistill.distill.TeacherStudentDistillation"
 ONLINE_TARGET = "vidistill.distill.OnlineMixtureDistillation"
 # Columns collect_runs adds to collect()'s (named so that none collides with an override key).
@@ -182,14 +184,16 @@ def teacher_run(run_dir: str | os.PathLike) -> Path | None:
 
 def _existing(recorded: Path, run_dir: Path) -> Path:
     """``recorded`` (an absolute path from a record) if it exists, else the same file found
-    from ``run_dir`` after the runs were moved: the recorded path's last 2, 3 or 4 parts below
+    from ``run_dir`` after the runs were moved: the recorded path's last 4, 3 or 2 parts below
     the run or its parent, which covers ``<run>/checkpoints/<file>``,
     ``<run>/teacher/checkpoints/<file>`` and ``<sweep>/teachers/<name>/checkpoints/<file>``
     (a teacher shared by a sweep's jobs)."""
     if recorded.is_file():
         return recorded
-    for base in (run_dir, run_dir.parent):
-        for depth in (2, 3, 4):
+    # Longest suffix first: a run's teacher and the run itself may both have a checkpoint of
+    # the same file name (epoch_000.ckpt), and only the longer path tells them apart.
+    for depth in (4, 3, 2):
+        for base in (run_dir, run_dir.parent):
             moved = base.joinpath(*recorded.parts[-depth:])
             if len(recorded.parts) > depth and moved.is_file():
                 return moved
@@ -220,15 +224,15 @@ def describe_run(config: dict[str, Any]) -> dict[str, Any]:
     frames = build_sampler(sampler, data.get("k"), data.get("stride")).output_frames(
         data.get("max_frames", 300)
     )
-    target = distill.get("_target_", "")
+    objective = str(distill.get("_target_", "")).rsplit(".", 1)[-1]
     temperature = float("nan")
-    if target == TEACHER_STUDENT_TARGET:
+    if objective == TEACHER_STUDENT_TARGET.rsplit(".", 1)[-1]:
         weights = distill.get("weights") or {}
         terms = [label for name, label in LOSS_LABELS.items() if weights.get(name, 0) > 0]
         method = ("Parallel " if distill.get("parallel") else "Serial ") + ", ".join(terms)
         if sampler != "uniform":  # the paper's students all see uniform frames
             method += f" [{SAMPLER_LABELS.get(sampler, sampler)}]"
-    elif target == ONLINE_TARGET:
+    elif objective == ONLINE_TARGET.rsplit(".", 1)[-1]:
         temperature = float(distill.get("temperature", 0.0))
         method = f"Online T={temperature:g}"
     elif sampler == "all":

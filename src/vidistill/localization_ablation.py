@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     finetune = ["experiment=segment_finetune", f"trainer.max_epochs={settings.segment_epochs}"]
     segment = {
         "finetuned": _trained(cfg, out / "segment_finetuned", [*finetune, f"pretrained={video}"]),
-        "scratch": _trained(cfg, out / "segment_scratch", [*finetune, "pretrained=null"]),
+        "scratch": _trained(cfg, out / "segment_scratch", [*finetune, "pretrain.enabled=false"]),
     }
     a, b = cfg.video_exponent, cfg.segment_exponent
     variants = {"video_only": (video, None, 1.0, 0.0)}

@@ -7,7 +7,8 @@ A run is a directory holding ``metrics.json`` (written by ``train.py`` when a ru
 ``metrics.json`` crashed or is still running and is listed with ``status = "missing"``. The
 teacher a serial distillation run trains first (in ``<run>/teacher``, or shared by a sweep's jobs
 in ``<sweep>/teachers/<name>``) is not a row of its own but adds ``teacher/<metric>`` columns to
-the row of each run distilled from it.
+the row of each run distilled from it; nor is a video-level model trained first for segment
+finetuning (``<run>/pretrained``, ``<sweep>/pretrained/<name>``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 METRICS_FILE = "metrics.json"  # as vidistill.runner writes it (not imported: that loads torch)
 TEACHER_DIR = "teacher"
-SHARED_TEACHERS_DIR = "teachers"
+# Runs that other runs train first (teachers, video-level pretraining) live in these
+# directories, nested in a run or shared by a sweep's jobs: they are not rows of their own.
+NESTED_DIRS = (TEACHER_DIR, "pretrained")
+SHARED_DIRS = ("teachers", "pretrained")
 HYDRA_DIR = ".hydra"
 OVERRIDES_FILE = "overrides.yaml"
 # Columns taken from the record itself, after the metrics; the FLOPs columns follow when asked.
@@ -141,15 +145,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_directories(root: Path) -> list[Path]:
-    """Directories with a metrics.json or a .hydra/, less teachers: those nested in runs and
-    those a sweep's jobs share."""
+    """Directories with a metrics.json or a .hydra/, less the runs that runs train first
+    (teachers, pretraining): those nested in runs and those a sweep's jobs share."""
     found = {path.parent for path in root.rglob(METRICS_FILE)}
     found |= {path.parent for path in root.rglob(HYDRA_DIR) if path.is_dir()}
     runs = {
         directory
         for directory in found
-        if not (directory.name == TEACHER_DIR and directory.parent in found)
-        and SHARED_TEACHERS_DIR not in directory.relative_to(root).parts
+        if not (directory.name in NESTED_DIRS and directory.parent in found)
+        and not set(SHARED_DIRS) & set(directory.relative_to(root).parts[:-1])
     }
     return sorted(runs, key=lambda directory: _natural_key(directory.relative_to(root).as_posix()))
 

@@ -12,13 +12,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra import compose
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
@@ -51,8 +53,11 @@ HPC_CHECKPOINT_PREFIX = "hpc_ckpt_"
 TEACHER_DIR = "teacher"
 # In a multirun, the teachers that serial jobs train, shared between jobs: <sweep dir>/teachers.
 SHARED_TEACHERS_DIR = "teachers"
-# The parts of a teacher run's config that decide what teacher it trains.
-TEACHER_IDENTITY = (
+# The video-level model a run with `pretrain` trains first: <run>/pretrained, or in a multirun
+# shared between jobs in <sweep dir>/pretrained.
+PRETRAINED_DIR = "pretrained"
+# The parts of a run's config that decide what model it trains.
+RUN_IDENTITY = (
     "model",
     "data",
     "trainer",
@@ -132,17 +137,22 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> float | None:
         # A sweep run again into its directory fills in only the jobs that did not finish.
         value = finished["metrics"].get(cfg.get("optimized_metric"))
         return None if value is None or math.isnan(value) else value
-    # Started before the teacher's run, which happens inside this call, so a serial run's
-    # wall_time covers training its teacher too (not when it reuses a finished teacher).
+    # Started before the teacher's (or pretraining) run, which happens inside this call, so the
+    # wall_time covers training it too (not when it reuses a finished one).
     start = time.perf_counter()
     datamodule = build_datamodule(cfg)
-    teacher_record = None
-    if _needs_teacher_run(cfg):
-        # Every setting of the student's run is checked before the teacher spends its epochs.
+    teacher_record = pretrained_record = None
+    if _needs_teacher_run(cfg) or cfg.pretrain.enabled:
+        # Every setting of this run is checked before a run it depends on spends its epochs.
         build(cfg.model, objective=build_objective(cfg))
+    if _needs_teacher_run(cfg):
         teacher_record = train_teacher_first(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
     ckpt_path = resume_path(cfg, overrides)
+    if ckpt_path is None and cfg.get("pretrained") is None and cfg.pretrain.enabled:
+        pretrained_record = train_pretrained_first(cfg)
+    # Seeded after the runs above, so this run's randomness is the same whether it trained
+    # them or found them trained.
+    pl.seed_everything(cfg.seed, workers=True)
     model = build(cfg.model, objective=build_objective(cfg))
     if ckpt_path is not None:
         check_resume_compatible(model, ckpt_path)
@@ -185,6 +195,7 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> float | None:
             "params": count_parameters(model.backbone),  # the student's alone when distilling
             "wall_time": time.perf_counter() - start,
             **({"teacher": teacher_record} if teacher_record else {}),
+            **({"pretrained": pretrained_record} if pretrained_record else {}),
         },
     )
     value = metrics.get(cfg.get("optimized_metric"))
@@ -269,23 +280,10 @@ def start_from_pretrained(model: pl.LightningModule, path: str) -> None:
 def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
     """Train the teacher of a serial distillation run (plain BCE on the teacher's frames), or
     reuse the finished teacher run found in its directory (see :func:`teacher_directory`);
-    points ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its record.
-
-    A shared teacher directory is locked while its teacher trains: jobs of a sweep that need
-    the same teacher wait for the one training it, and a job that dies releases the lock (the
-    next one resumes the teacher from its last checkpoint)."""
-    directory, shared = teacher_directory(cfg)
-    record_path = directory / METRICS_FILE
-    with _exclusive(directory) if shared else contextlib.nullcontext():
-        if not record_path.is_file():
-            log.info("serial distillation: training the teacher first, in %s", directory)
-            # A teacher's identity is its directory, not the job that happens to train it.
-            _train(_teacher_run_config(cfg, directory), overrides=None)
-        else:
-            log.info("serial distillation: reusing the teacher trained in %s", directory)
-    record = json.loads(record_path.read_text())
-    if not record.get("best_checkpoint"):
-        raise RuntimeError(f"{record_path}: the teacher run saved no checkpoint to distill from")
+    points ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its record."""
+    directory, record = _train_once(
+        cfg, "teacher", lambda where: _teacher_run_config(cfg, where), *teacher_directory(cfg)
+    )
     with open_dict(cfg):
         cfg.distill.teacher.checkpoint = record["best_checkpoint"]
     if cfg.get("ckpt_path") == "last" and not _last_checkpoint(cfg).is_file():
@@ -298,39 +296,144 @@ def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
 
 
 def teacher_directory(cfg: DictConfig) -> tuple[Path, bool]:
-    """Where a serial run's teacher is trained, and whether other runs share it.
-
+    """Where a serial run's teacher is trained, and whether other runs share it:
     ``distill.teacher.shared_dir`` (in a multirun, by default ``<sweep dir>/teachers``) holds
-    one directory per teacher, named by its backbone and a hash of everything its run depends
-    on, so every job of a sweep that needs the same teacher uses the same one. A single run, or
-    a job whose processes SLURM or torchrun started (each of them would take the lock), trains
-    its own in ``<run>/teacher``.
+    one directory per teacher (see :func:`_shared_directory`); a single run trains its own in
+    ``<run>/teacher``."""
+    return _shared_directory(
+        cfg,
+        lambda where: _teacher_run_config(cfg, where),
+        cfg.distill.teacher.get("shared_dir"),
+        own=TEACHER_DIR,
+        shared=SHARED_TEACHERS_DIR,
+    )
+
+
+def train_pretrained_first(cfg: DictConfig) -> dict[str, Any]:
+    """Train this run's model on video-level labels first (``pretrain.enabled``), or reuse
+    the one found in its directory; points ``cfg.pretrained`` at its best checkpoint and
+    returns its record.
+
+    The pretraining run is the training config composed with this job's model, distill and
+    data choices and T, then ``pretrain.overrides``; its backbone is this run's (so the weights
+    fit) and it reads this run's synthetic data. It lives in ``pretrain.shared_dir`` (in a
+    multirun, by default ``<sweep dir>/pretrained``, shared by the jobs that need the same
+    one) or else ``<run>/pretrained``.
     """
-    shared = cfg.distill.teacher.get("shared_dir")
-    if shared is None and _in_multirun():
-        shared = Path(HydraConfig.get().sweep.dir) / SHARED_TEACHERS_DIR
-    if shared is None or _started_as_one_of_many_processes():
-        return Path(cfg.paths.output_dir) / TEACHER_DIR, False
-    return Path(shared) / _teacher_name(cfg), True
+    directory, record = _train_once(
+        cfg,
+        "video-level model",
+        lambda where: _pretraining_run_config(cfg, where),
+        *_shared_directory(
+            cfg,
+            lambda where: _pretraining_run_config(cfg, where),
+            cfg.pretrain.get("shared_dir"),
+            own=PRETRAINED_DIR,
+            shared=PRETRAINED_DIR,
+        ),
+    )
+    with open_dict(cfg):
+        cfg.pretrained = record["best_checkpoint"]
+    return {
+        "directory": str(directory),
+        **{key: record[key] for key in ("metrics", "best_checkpoint", "epochs")},
+    }
 
 
-def _teacher_name(cfg: DictConfig) -> str:
-    """``<backbone class>-<hash>``, the hash over the teacher run's resolved config less what
-    does not change the trained teacher (where it is written, data loading processes, the
-    progress bar and loggers)."""
-    teacher = _teacher_run_config(cfg, Path("teacher"))
-    resolved = config_record(teacher)
-    identity = {key: resolved[key] for key in TEACHER_IDENTITY if key in resolved}
+def _pretraining_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
+    if not (GlobalHydra.instance().is_initialized() and HydraConfig.initialized()):
+        raise RuntimeError("pretrain.enabled: the pretraining run is composed inside train.py")
+    choices = HydraConfig.get().runtime.choices
+    video_data = choices.get("data", "synthetic").removesuffix("_segments")
+    stage = compose(
+        config_name="config",
+        overrides=[
+            f"model={choices['model']}",
+            f"distill={choices['distill']}",
+            f"data={video_data}",
+            f"T={cfg.T}",
+            f"seed={cfg.seed}",
+            *cfg.pretrain.overrides,
+        ],
+    )
+    with open_dict(stage):
+        stage.model.backbone = copy.deepcopy(cfg.model.backbone)
+        stage.paths = copy.deepcopy(cfg.paths)
+        stage.paths.output_dir = str(directory)
+        stage.data.num_workers = cfg.data.num_workers
+        if "generator" in stage.data and "generator" in cfg.data:
+            stage.data.generator = copy.deepcopy(cfg.data.generator)
+        stage.task_name = f"{cfg.task_name}/{PRETRAINED_DIR}"
+        stage.pretrain.enabled = False
+        stage.ckpt_path = AUTO
+    return stage
+
+
+def _train_once(
+    cfg: DictConfig,
+    what: str,
+    run_config: Callable[[Path], DictConfig],
+    directory: Path,
+    shared: bool,
+) -> tuple[Path, dict[str, Any]]:
+    """Train the run ``run_config(directory)`` configures unless ``directory`` holds it
+    finished; returns the directory and the run's record.
+
+    A shared directory is locked while its run trains: jobs of a sweep that need the same run
+    wait for the one training it, and a job that dies releases the lock (the next one resumes
+    the run from its last checkpoint)."""
+    record_path = directory / METRICS_FILE
+    with _exclusive(directory) if shared else contextlib.nullcontext():
+        if not record_path.is_file():
+            log.info("%s: training the %s first, in %s", cfg.task_name, what, directory)
+            # Such a run's identity is its directory, not the job that happens to train it.
+            _train(run_config(directory), overrides=None)
+        else:
+            log.info("%s: reusing the %s trained in %s", cfg.task_name, what, directory)
+    record = json.loads(record_path.read_text())
+    if not record.get("best_checkpoint"):
+        raise RuntimeError(f"{record_path}: the {what} run saved no checkpoint to start from")
+    return directory, record
+
+
+def _shared_directory(
+    cfg: DictConfig,
+    run_config: Callable[[Path], DictConfig],
+    shared_dir: str | None,
+    own: str,
+    shared: str,
+) -> tuple[Path, bool]:
+    """Where a run this run depends on is trained, and whether other runs share it.
+
+    ``shared_dir`` (in a multirun, by default ``<sweep dir>/<shared>``) holds one directory per
+    such run, named by its backbone and a hash of everything it depends on, so every job of a
+    sweep that needs the same one uses the same directory. A single run, or a job whose
+    processes SLURM or torchrun started (each of them would take the lock), trains its own in
+    ``<run>/<own>``.
+    """
+    if shared_dir is None and _in_multirun():
+        shared_dir = Path(HydraConfig.get().sweep.dir) / shared
+    if shared_dir is None or _started_as_one_of_many_processes():
+        return Path(cfg.paths.output_dir) / own, False
+    return Path(shared_dir) / _run_name(run_config(Path("run"))), True
+
+
+def _run_name(run: DictConfig) -> str:
+    """``<backbone class>-<hash>``, the hash over the run's resolved config less what does not
+    change the trained model (where it is written, data loading processes, the progress bar
+    and loggers)."""
+    resolved = config_record(run)
+    identity = {key: resolved[key] for key in RUN_IDENTITY if key in resolved}
     identity["data"].pop("num_workers", None)
     (identity.get("callbacks") or {}).pop("rich_progress_bar", None)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
-    backbone = str(teacher.model.backbone._target_).rsplit(".", 1)[-1]
+    backbone = str(run.model.backbone._target_).rsplit(".", 1)[-1]
     return f"{backbone}-{digest.hexdigest()[:12]}"
 
 
 def _started_as_one_of_many_processes() -> bool:
     """Whether this process is one of several that a cluster launcher (SLURM tasks, torchrun)
-    started for one job: they all train the teacher together, so none may wait on a lock."""
+    started for one job: they all train the shared run together, so none may wait on a lock."""
     return any(int(os.environ.get(name, "1")) > 1 for name in ("WORLD_SIZE", "SLURM_NTASKS"))
 
 
@@ -343,7 +446,7 @@ def _exclusive(directory: Path) -> Iterator[None]:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            log.info("waiting for another job to finish training the teacher in %s", directory)
+            log.info("waiting for another job to finish training %s", directory)
             fcntl.lockf(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -38,3 +38,23 @@ def test_classifier_weight_decay_reaches_every_member_of_a_mixture():
     leaves = [leaf for mixture in tree.members for leaf in mixture.members]
     expected = {id(p) for leaf in leaves for p in leaf.classifier.parameters()}
     assert {id(p) for p in head["params"]} == expected and len(leaves) == 4
+
+
+def test_logged_l2_is_the_penalty_whose_gradient_adam_adds():
+    """train/l2 = decay / 2 * sum of the classifiers' squared weights: its gradient is the
+    decay * w that Adam's weight_decay adds to theirs."""
+    backbone = nextvlad_small(4, clusters=4, hidden_size=16)
+    model = VideoClassifier(backbone, num_classes=4, classifier_weight_decay=1e-3)
+    penalty = 0.5 * 1e-3 * sum(p.pow(2).sum() for p in backbone.classifier.parameters())
+    assert torch.allclose(model._classifier_penalty(), penalty)
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.update({name: value})
+    model.log_dict = lambda values, **kwargs: logged.update(values)
+    batch = {
+        "frames": torch.rand(2, 5, 1152),
+        "mask": torch.ones(2, 5, dtype=torch.bool),
+        "labels": torch.zeros(2, 4),
+        "ids": ["a", "b"],
+    }
+    model.training_step(batch, 0)
+    assert torch.allclose(logged["train/l2"], penalty)

@@ -148,7 +148,17 @@ class VideoClassifier(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         # Every term by name, even alone: a loss schedule switches terms on and off.
         self.log_dict({f"train/{name}": value for name, value in terms.items()}, batch_size=size)
+        if self.hparams.classifier_weight_decay:
+            # Adam's weight_decay adds decay * w to the classifiers' gradients: the gradient of
+            # this penalty, logged (not added to the loss) as the regularization loss the MOD
+            # paper plots.
+            self.log("train/l2", self._classifier_penalty(), batch_size=size)
         return loss
+
+    @torch.no_grad()
+    def _classifier_penalty(self) -> torch.Tensor:
+        squares = sum(p.pow(2).sum() for p in self._classifier_parameters())
+        return 0.5 * self.hparams.classifier_weight_decay * squares
 
     def _evaluate(self, batch: dict, metrics, stage: str) -> None:
         output = self(batch["frames"], batch["mask"])
@@ -202,12 +212,7 @@ class VideoClassifier(pl.LightningModule):
         """The trainable parameters: everything else, then the classifiers (with
         ``classifier_weight_decay``): every module named ``classifier``, so each member of a
         mixture and a teacher trained alongside count too."""
-        head_ids = {
-            id(p)
-            for name, module in self.named_modules()
-            if name.rpartition(".")[2] == "classifier"
-            for p in module.parameters()
-        }
+        head_ids = {id(p) for p in self._classifier_parameters()}
         trainable = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in trainable if id(p) not in head_ids]},
@@ -217,6 +222,14 @@ class VideoClassifier(pl.LightningModule):
             },
         ]
         return [group for group in groups if group["params"]]
+
+    def _classifier_parameters(self) -> list[torch.nn.Parameter]:
+        return [
+            p
+            for name, module in self.named_modules()
+            if name.rpartition(".")[2] == "classifier"
+            for p in module.parameters()
+        ]
 
     def configure_optimizers(self) -> dict:
         optimizer = self.optimizer_factory(self.parameter_groups())
