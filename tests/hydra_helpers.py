@@ -69,11 +69,14 @@ def segment_finetune(pretrained: str, epochs: int = 1) -> list[str]:
     ]
 
 
-def run_sweep(tmp_path: Path, overrides: list[str], check: bool = True) -> Path:
+def run_sweep(
+    tmp_path: Path, overrides: list[str], check: bool = True, data_dir: Path | None = None
+) -> Path:
     """``train.py -m`` in a subprocess on the tiny synthetic set (one epoch per job, data under
-    ``tmp_path/data``); returns the sweep directory ``tmp_path/multirun``. The command's output
-    goes to ``tmp_path/sweep.log``. With ``check``, AssertionError with the end of stderr if the
-    sweep fails."""
+    ``data_dir``, by default ``tmp_path/data``: sweeps given one directory share the set, whose
+    generation is locked); returns the sweep directory ``tmp_path/multirun``. The command's
+    output goes to ``tmp_path/sweep.log``. With ``check``, AssertionError with the end of
+    stderr if the sweep fails."""
     directory = tmp_path / "multirun"
     command = [
         sys.executable,
@@ -84,7 +87,7 @@ def run_sweep(tmp_path: Path, overrides: list[str], check: bool = True) -> Path:
         "test=false",
         "callbacks.rich_progress_bar=null",
         f"paths.root_dir={tmp_path}",
-        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.data_dir={data_dir or tmp_path / 'data'}",
         f"hydra.sweep.dir={directory}",
         *overrides,
     ]

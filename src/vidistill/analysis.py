@@ -224,15 +224,15 @@ def describe_run(config: dict[str, Any]) -> dict[str, Any]:
     frames = build_sampler(sampler, data.get("k"), data.get("stride")).output_frames(
         data.get("max_frames", 300)
     )
-    objective = str(distill.get("_target_", "")).rsplit(".", 1)[-1]
+    objective = _class_name(distill.get("_target_"))
     temperature = float("nan")
-    if objective == TEACHER_STUDENT_TARGET.rsplit(".", 1)[-1]:
+    if objective == _class_name(TEACHER_STUDENT_TARGET):
         weights = distill.get("weights") or {}
         terms = [label for name, label in LOSS_LABELS.items() if weights.get(name, 0) > 0]
         method = ("Parallel " if distill.get("parallel") else "Serial ") + ", ".join(terms)
         if sampler != "uniform":  # the paper's students all see uniform frames
             method += f" [{SAMPLER_LABELS.get(sampler, sampler)}]"
-    elif objective == ONLINE_TARGET.rsplit(".", 1)[-1]:
+    elif objective == _class_name(ONLINE_TARGET):
         temperature = float(distill.get("temperature", 0.0))
         method = f"Online T={temperature:g}"
     elif sampler == "all":
@@ -248,10 +248,15 @@ def describe_run(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _class_name(target: str | None) -> str:
+    """The last part of a ``_target_`` (``NeXtVLAD``), ``?`` for none."""
+    return str(target or "?").rsplit(".", 1)[-1]
+
+
 def _family(backbone: dict[str, Any]) -> str:
-    name = str(backbone.get("_target_", "?")).rsplit(".", 1)[-1]
+    name = _class_name(backbone.get("_target_"))
     if name == "mixture_tree":
-        leaf = str((backbone.get("leaf") or {}).get("_target_", "?")).rsplit(".", 1)[-1]
+        leaf = _class_name((backbone.get("leaf") or {}).get("_target_"))
         return f"Mix{leaf}{list(backbone.get('branching', []))}"
     return name
 
@@ -416,10 +421,11 @@ def read_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     return merged
 
 
-def training_curves(log: pd.DataFrame, prefix: str = "train/") -> pd.DataFrame:
-    """The training-loss columns of a :func:`read_log` frame (``train/...``, learning rates
-    excluded), indexed by step, only the steps where a training loss was logged."""
-    columns = [column for column in log.columns if str(column).startswith(prefix)]
+def training_curves(log: pd.DataFrame) -> pd.DataFrame:
+    """The training terms of a :func:`read_log` frame (the ``train/...`` columns: the loss, its
+    terms, ``train/l2``; not the learning rates), indexed by step, only the steps where one of
+    them was logged."""
+    columns = [column for column in log.columns if str(column).startswith("train/")]
     curves = log.set_index("step")[columns]
     return curves.dropna(how="all")
 
@@ -527,12 +533,6 @@ def _batches(
             return
 
 
-def _frame_selection(info: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    data = dict(info["data"])
-    data.update({key: value for key, value in overrides.items() if value is not None})
-    return data
-
-
 def embed(
     checkpoint: str | os.PathLike,
     files: Sequence[str] | str,
@@ -563,7 +563,8 @@ def embed(
     from vidistill.checkpoints import load_model
 
     model, info = load_model(checkpoint)
-    data = _frame_selection(info, {"sampler": sampler, "k": k})
+    overrides = {"sampler": sampler, "k": k}
+    data = {**info["data"], **{key: value for key, value in overrides.items() if value is not None}}
     project = _rep_projection(checkpoint) if projection else None
     embeddings, logits, labels, ids = [], [], [], []
     with torch.no_grad():
@@ -646,7 +647,7 @@ def evaluate_members(
     from vidistill.metrics import video_metrics
 
     model, info = load_model(checkpoint)
-    data = _frame_selection(info, {})
+    data = info["data"]
     paths = member_paths(model.backbone)
     scores = {path: video_metrics(data["num_classes"], model.hparams.top_k, "") for path in paths}
     gate_sums = dict.fromkeys(paths, 0.0)
@@ -788,8 +789,19 @@ def _axes(ax: Any) -> Any:
     return plt.subplots(figsize=(7, 4.5))[1]
 
 
-def _series_label(family: str, method: str, families: int) -> str:
-    return f"{family} {method}" if families > 1 else method
+def _method_series(runs: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """The finished k-frame runs of a :func:`collect_runs` frame with every one of ``columns``,
+    one (label, rows) per method and backbone family, in :func:`method_order`; the label names
+    the family only when there are several."""
+    done = runs[(runs["status"] == "done") & (runs["sampler"] != "all")].dropna(subset=columns)
+    families = done["family"].nunique()
+    groups = done.groupby(["family", "method"])
+    for family, method in sorted(groups.groups, key=lambda key: (key[0], method_order(key[1]))):
+        yield (f"{family} {method}" if families > 1 else method), groups.get_group((family, method))
+
+
+def _is_student(label: str) -> bool:
+    return label.rsplit(" ", 0)[0].split(" ")[0] in ("Serial", "Parallel")
 
 
 def plot_vs_frames(

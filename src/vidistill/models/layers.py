@@ -152,7 +152,9 @@ class NetVLADPooling(nn.Module):
         vlad = torch.bmm(assignment.transpose(1, 2), unpack(x, mask)).transpose(1, 2)  # [B, F, K]
         vlad = vlad - assignment.sum(1, keepdim=True) * self.centers
         vlad = F.normalize(vlad, dim=1)
-        return F.normalize(vlad.reshape(len(vlad), -1), dim=1)
+        # flatten(1), not reshape(len(vlad), -1): a traced or exported graph keeps the batch
+        # size free only if it is never read as a Python number.
+        return F.normalize(vlad.flatten(1), dim=1)
 
 
 # --------------------------------------------------------------------------------------------
