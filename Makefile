@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,notebooks,sweeps]"
+	$(PIP) install -q -e ".[dev,notebooks,sweeps,parquet]"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -160,6 +160,11 @@ def test_classifier_l2_is_the_decay_applied_to_the_classifiers(runs):
     assert l2["weight_decay"] == CLASSIFIER_DECAY
     assert l2["sum_of_squares"] == pytest.approx(squares)
     assert l2["penalty"] == pytest.approx(CLASSIFIER_DECAY / 2 * squares)
+    # Training logged the same penalty at every step (train/l2); its last value was taken
+    # before the last optimizer step, which moves each weight by about the learning rate.
+    logged = analysis.read_log(runs["mix"])["train/l2"].dropna()
+    assert len(logged) == analysis.read_record(runs["mix"])["global_step"]
+    assert l2["penalty"] == pytest.approx(logged.iloc[-1], rel=0.1)
 
 
 @pytest.mark.slow
@@ -170,6 +175,7 @@ def test_read_log_merges_each_step_into_one_row(runs):
     assert log["step"].is_unique and log["step"].is_monotonic_increasing
     for name in ("train/loss", "train/bce/level0", "train/bce/level1", "train/kl/level1"):
         assert name in log
+    assert "train/l2" in log  # classifier_weight_decay > 0; logged beside the loss, not in it
     curves = analysis.training_curves(log)
     # Every training step logged (log_every_n_steps=1), and the terms sum to the loss.
     assert list(curves.index) == list(range(steps))
@@ -192,9 +198,9 @@ def test_read_log_names_the_missing_file(runs, tmp_path):
         analysis.read_log(tmp_path)
     # A metrics.csv path works as well as its run directory.
     run = runs["serial"]
-    pd.testing.assert_frame_equal(
-        analysis.read_log(run / "csv" / "metrics.csv"), analysis.read_log(run)
-    )
+    log = analysis.read_log(run)
+    pd.testing.assert_frame_equal(analysis.read_log(run / "csv" / "metrics.csv"), log)
+    assert "train/l2" not in log  # no classifier_weight_decay, no regularization term
 
 
 @pytest.mark.slow

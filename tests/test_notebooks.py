@@ -45,7 +45,8 @@ SWEEPS = {
     ],
     # Two temperatures of a mixture of two NeXtVLADs (model=mix: so that the leaf overrides
     # fit the config Hydra composes before the variant's model), on 10 uniform frames: the
-    # mixtures are the costliest runs here, and nothing in mod.ipynb needs every frame.
+    # mixtures are the costliest runs here, and nothing in mod.ipynb needs every frame. The
+    # classifiers' weight decay makes the runs log train/l2, the regularization loss curve.
     "mod": [
         "experiment=mod_temperature",
         "variant=mix_t0,mix_t20",
@@ -54,6 +55,7 @@ SWEEPS = {
         "model.backbone.leaf.clusters=4",
         "model.backbone.leaf.groups=4",
         "model.backbone.leaf.hidden_size=16",
+        "model.classifier_weight_decay=1e-4",
         "data.sampler=uniform",
         "k=10",
     ],
@@ -63,23 +65,25 @@ SWEEPS = {
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory) -> dict[str, Path]:
     """Each sweep's multirun directory. The three run at once (each a train.py -m
-    subprocess, mostly single-threaded on tiny data), on one shared synthetic set (the later
-    paths.data_dir override wins over run_sweep's per-sweep one; generation is locked)."""
+    subprocess, mostly single-threaded on tiny data), on one shared synthetic set (its
+    generation is locked: the first sweep generates it, the others wait)."""
     root = tmp_path_factory.mktemp("notebooks")
-    shared = [f"paths.data_dir={root / 'data'}", *SHORT]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VIDISTILL_CACHE", str(root / "cache"))
         with ThreadPoolExecutor(len(SWEEPS)) as pool:
             futures = {
-                name: pool.submit(run_sweep, root / name, [*overrides, *shared])
+                name: pool.submit(
+                    run_sweep, root / name, [*overrides, *SHORT], data_dir=root / "data"
+                )
                 for name, overrides in SWEEPS.items()
             }
             return {name: future.result() for name, future in futures.items()}
 
 
-def execute(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def execute(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
     """Run notebooks/<name>.ipynb in a fresh python3 kernel from the notebooks folder (its
-    parameters read from ``env``); a cell that raises fails the test with its error."""
+    parameters read from ``env``); a cell that raises fails the test with its error. Returns
+    what the cells printed."""
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)  # the kernel inherits the environment
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
@@ -95,6 +99,7 @@ def execute(name: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> 
         pytest.fail(f"{name}.ipynb: a cell raised:\n{error}", pytrace=False)
     outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
     assert any("image/png" in output.get("data", {}) for output in outputs), "no figure drawn"
+    return "".join(output.get("text", "") for output in outputs if output.output_type == "stream")
 
 
 @pytest.mark.slow
@@ -109,7 +114,9 @@ def test_mod_notebook(sweeps, monkeypatch):
         "VIDISTILL_MOD_RUNS": str(sweeps["mod"]),
         "VIDISTILL_MOD_CURVES_RUN": str(sweeps["mod"] / "0"),  # T = 0: no distillation term
     }
-    execute("mod", env, monkeypatch)
+    printed = execute("mod", env, monkeypatch)
+    # The regularization loss comes from the log, not from the checkpoint (the fallback).
+    assert "regularization loss: train/l2 from the log" in printed
 
 
 @pytest.mark.slow

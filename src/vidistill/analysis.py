@@ -681,22 +681,21 @@ def evaluate_members(
 
 def classifier_l2(checkpoint: str | os.PathLike) -> dict[str, float]:
     """The classifiers' L2 regularization at a checkpoint: ``weight_decay`` (the model's
-    ``classifier_weight_decay``), ``sum_of_squares`` of every parameter of every module named
-    ``classifier`` (each member's in a mixture: the parameters that decay is applied to), and
+    ``classifier_weight_decay``), ``sum_of_squares`` of the parameters that decay is applied to
+    (every module named ``classifier``: each member's in a mixture), and
     ``penalty = weight_decay / 2 * sum_of_squares``, the loss whose gradient that decay adds
     (TensorFlow's ``l2_regularizer``).
 
-    The term is not a logged loss (it is added to the gradients by the optimizer), so a
-    checkpoint is where its value can be read.
+    Training logs the same penalty as ``train/l2`` at every step when the decay is nonzero;
+    this reads it from the weights, for runs whose log lacks it.
     """
     from vidistill.checkpoints import load_model
 
     model, _ = load_model(checkpoint)
+    # The parameters the optimizer decays (VideoClassifier.parameter_groups), by the same rule.
     squares = sum(
         float((parameter.detach().double() ** 2).sum())
-        for name, module in model.backbone.named_modules()
-        if name.rpartition(".")[2] == "classifier"
-        for parameter in module.parameters()
+        for parameter in model._classifier_parameters()
     )
     decay = float(model.hparams.get("classifier_weight_decay", 0.0))
     return {"weight_decay": decay, "sum_of_squares": squares, "penalty": decay / 2 * squares}
@@ -789,19 +788,18 @@ def _axes(ax: Any) -> Any:
     return plt.subplots(figsize=(7, 4.5))[1]
 
 
-def _method_series(runs: pd.DataFrame, columns: Sequence[str]) -> Iterator[tuple[str, pd.DataFrame]]:
-    """The finished k-frame runs of a :func:`collect_runs` frame with every one of ``columns``,
-    one (label, rows) per method and backbone family, in :func:`method_order`; the label names
-    the family only when there are several."""
+def _method_series(
+    runs: pd.DataFrame, columns: Sequence[str]
+) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """The finished k-frame runs of a :func:`collect_runs` frame that have every one of
+    ``columns``, grouped by backbone family and method, in :func:`method_order`: (method, label,
+    rows) per group, the label naming the family only when there are several."""
     done = runs[(runs["status"] == "done") & (runs["sampler"] != "all")].dropna(subset=columns)
     families = done["family"].nunique()
     groups = done.groupby(["family", "method"])
     for family, method in sorted(groups.groups, key=lambda key: (key[0], method_order(key[1]))):
-        yield (f"{family} {method}" if families > 1 else method), groups.get_group((family, method))
-
-
-def _is_student(label: str) -> bool:
-    return label.rsplit(" ", 0)[0].split(" ")[0] in ("Serial", "Parallel")
+        label = f"{family} {method}" if families > 1 else method
+        yield method, label, groups.get_group((family, method))
 
 
 def plot_vs_frames(
@@ -812,25 +810,23 @@ def plot_vs_frames(
     several runs of a point averaged; the teachers of :func:`teacher_runs` as horizontal
     dotted lines (the teacher-skyline of the paper)."""
     ax = _axes(ax)
-    done = runs[(runs["status"] == "done") & (runs["sampler"] != "all")].dropna(subset=[metric])
-    families = done["family"].nunique()
-    groups = done.groupby(["family", "method"])
-    for family, method in sorted(groups.groups, key=lambda key: (key[0], method_order(key[1]))):
-        points = groups.get_group((family, method)).groupby("frames")[metric].mean()
-        student = method.startswith(("Serial ", "Parallel "))
+    frames = set()
+    for method, label, group in _method_series(runs, [metric]):
+        points = group.groupby("frames")[metric].mean()
+        frames.update(points.index.astype(int))
         ax.plot(
             points.index.astype(int),
             points.to_numpy(dtype=float),
             marker="o",
-            linestyle="-" if student else "--",
-            label=_series_label(family, method, families),
+            linestyle="-" if method.startswith(("Serial ", "Parallel ")) else "--",
+            label=label,
         )
     if teachers is not None and len(teachers):
         for family, value in teachers.groupby("family")[metric].mean().items():
             ax.axhline(value, color="black", linestyle=":", label=f"{family} teacher, all frames")
     ax.set_xlabel("frames seen, k")
     ax.set_ylabel(metric)
-    ax.set_xticks(sorted(done["frames"].dropna().astype(int).unique()))
+    ax.set_xticks(sorted(frames))
     ax.legend(fontsize="small")
     return ax
 
@@ -848,17 +844,8 @@ def plot_flops_vs_metric(
     from matplotlib.ticker import NullFormatter
 
     ax = _axes(ax)
-    done = runs[(runs["status"] == "done") & (runs["sampler"] != "all")]
-    done = done.dropna(subset=[metric, flops])
-    families = done["family"].nunique()
-    groups = done.groupby(["family", "method"])
-    for family, method in sorted(groups.groups, key=lambda key: (key[0], method_order(key[1]))):
-        group = groups.get_group((family, method))
-        ax.scatter(
-            group[flops].astype(float),
-            group[metric].astype(float),
-            label=_series_label(family, method, families),
-        )
+    for _, label, group in _method_series(runs, [metric, flops]):
+        ax.scatter(group[flops].astype(float), group[metric].astype(float), label=label)
         for x, y, k in zip(group[flops], group[metric], group["frames"], strict=True):
             ax.annotate(str(k), (float(x), float(y)), fontsize="x-small", alpha=0.7)
     if teachers is not None and len(teachers):

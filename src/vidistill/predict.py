@@ -1,33 +1,26 @@
-"""Predictions in the 2018 Kaggle YouTube-8M format, written as they are computed.
+"""Prediction files written as predictions are computed: the 2018 Kaggle YouTube-8M CSV, or
+Parquet.
 
-The file is ``VideoId,LabelConfidencePairs`` then one line per video,
-``id,label score label score ...`` with the top-k classes by descending score. Rows go to disk
-batch by batch, so memory does not grow with the number of videos.
+The CSV is ``VideoId,LabelConfidencePairs`` then one line per video,
+``id,label score label score ...`` with the top-k classes by descending score. The Parquet file
+has the columns ``id`` (string), ``classes`` (k int32) and ``scores`` (k float32), one row per
+video. Rows go to disk batch by batch, so memory does not grow with the number of videos; both
+write to ``<path>.partial`` and take their final name when complete.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.callbacks import BasePredictionWriter
+import numpy as np
 
 log = logging.getLogger(__name__)
 
 HEADER = "VideoId,LabelConfidencePairs"
-
-# BasePredictionWriter asks every loader for per-sample batch indices; the streaming loader has
-# none (the ids in each batch say which videos it holds), so Lightning's warning is noise.
-warnings.filterwarnings(
-    "ignore",
-    message="Couldn't infer the batch indices fetched from your dataloader: `_EpochLoader`",
-)
 
 
 def check_output(path: str | os.PathLike, overwrite: bool) -> None:
@@ -65,6 +58,13 @@ class KagglePredictionFile:
         self._file.write(format_row(video_id, classes, scores) + "\n")
         self.rows += 1
 
+    def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
+        """Append a batch: ``classes`` [B, k] and ``scores`` [B, k] by descending score."""
+        for video_id, row_classes, row_scores in zip(
+            ids, classes.tolist(), scores.tolist(), strict=True
+        ):
+            self.write(video_id, row_classes, row_scores)
+
     @property
     def closed(self) -> bool:
         return self._file.closed
@@ -94,55 +94,76 @@ class KagglePredictionFile:
             self.abort()
 
 
-class KagglePredictionWriter(BasePredictionWriter):
-    """Streams ``VideoClassifier.predict_step`` outputs (``ids``, ``classes``, ``scores``, top-k
-    sorted by descending score) into a :class:`KagglePredictionFile` after every batch.
+class ParquetPredictionFile:
+    """Predictions as Parquet (pyarrow, the ``parquet`` extra), one row group per batch, with
+    the same life cycle as :class:`KagglePredictionFile`."""
 
-    Use with ``trainer.predict(..., return_predictions=False)`` so Lightning does not also
-    collect every batch's output in memory.
-    """
-
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False):
-        super().__init__(write_interval="batch")
-        # Checked here as well as on opening, so a bad path fails before data and model load.
+    def __init__(self, path: str | os.PathLike, top_k: int, overwrite: bool = False):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(
+                f"{path}: Parquet output needs pyarrow (pip install -e '.[parquet]'); or write "
+                "the Kaggle CSV (a .csv output)"
+            ) from None
         check_output(path, overwrite)
+        self._pa = pa
         self.path = Path(path)
-        self.overwrite = overwrite
-        self.file: KagglePredictionFile | None = None
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.world_size > 1:
-            raise ValueError(
-                "predictions go to one CSV file from one process; run predict with "
-                "trainer.devices=1"
-            )
-        self.file = KagglePredictionFile(self.path, self.overwrite)
-
-    def write_on_batch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        prediction: dict[str, Any],
-        batch_indices: Sequence[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
-    ) -> None:
-        rows = zip(
-            prediction["ids"],
-            prediction["classes"].tolist(),
-            prediction["scores"].tolist(),
-            strict=True,
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = 0
+        self.schema = pa.schema(
+            [
+                ("id", pa.string()),
+                ("classes", pa.list_(pa.int32(), top_k)),
+                ("scores", pa.list_(pa.float32(), top_k)),
+            ]
         )
-        for video_id, classes, scores in rows:
-            self.file.write(video_id, classes, scores)
+        self._writer = pq.ParquetWriter(self.partial, self.schema)
+        self.closed = False
 
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.file.close()
-        log.info("%d predictions written to %s", self.file.rows, self.path)
+    def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
+        """Append a batch: ``classes`` [B, k] and ``scores`` [B, k] by descending score."""
+        pa = self._pa
+        k = classes.shape[1]
+        columns = [
+            pa.array(list(ids), pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(classes.astype(np.int32).ravel()), k),
+            pa.FixedSizeListArray.from_arrays(pa.array(scores.astype(np.float32).ravel()), k),
+        ]
+        self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        self.rows += len(ids)
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    def close(self) -> None:
+        self._writer.close()
+        self.closed = True
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.closed = True
+        log.warning("incomplete predictions (%d rows) left in %s", self.rows, self.partial)
+
+    def __enter__(self) -> ParquetPredictionFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
-        if self.file is not None and not self.file.closed:
-            self.file.abort()
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def open_prediction_file(
+    path: str | os.PathLike, top_k: int, overwrite: bool = False
+) -> KagglePredictionFile | ParquetPredictionFile:
+    """The writer for ``path``: Parquet for a ``.parquet`` name, else the Kaggle CSV."""
+    if Path(path).suffix == ".parquet":
+        return ParquetPredictionFile(path, top_k, overwrite)
+    return KagglePredictionFile(path, overwrite)

@@ -38,9 +38,10 @@ from vidistill.checkpoints import (
     stored_overrides,
 )
 from vidistill.data.synthetic import SyntheticConfig
+from vidistill.inference import Predictor, predict_to_file
 from vidistill.models.base import count_parameters
 from vidistill.models.mixture import subtree
-from vidistill.predict import KagglePredictionWriter
+from vidistill.predict import check_output
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ RUN_IDENTITY = (
 # out of the run that trains the teacher first.
 DISTILLATION_CALLBACKS = ("loss_schedule",)
 PREDICTIONS_FILE = "predictions.csv"
+# What predict.py prints of its summary.
+SUMMARY_SHOWN = ("videos", "skipped_records", "seconds", "videos_per_second")
 
 # The synthetic generator's knobs as a typed config node, so `data.generator.num_trian=...` is
 # rejected by name instead of silently ignored.
@@ -530,23 +533,50 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def predict(cfg: DictConfig) -> Path:
-    """Write the checkpoint ``cfg.ckpt``'s top ``cfg.top_k`` classes for every video of
-    ``cfg.data.predict_files`` in the 2018 Kaggle format; returns the CSV's path.
+    """Write the top ``cfg.top_k`` classes of the checkpoint ``cfg.ckpt`` (or of its mixture
+    member ``cfg.member``) for every video of ``cfg.data.glob`` (default:
+    ``cfg.data.predict_files``), streaming (see :mod:`vidistill.inference`); returns the
+    output's path.
 
-    The file is ``cfg.output`` (default ``predictions.csv`` in the run directory); an existing
-    file is an error unless ``cfg.overwrite``.
+    The output is ``cfg.output`` (default ``predictions.csv`` in the run directory; a
+    ``.parquet`` name writes Parquet), with ``<output>.summary.json`` beside it; an existing
+    output is an error unless ``cfg.overwrite``. Frames are picked as the checkpoint's model
+    was trained to wherever ``cfg.data`` leaves a frame-selection setting null.
     """
     output = Path(cfg.get("output") or Path(cfg.paths.output_dir) / PREDICTIONS_FILE)
-    writer = KagglePredictionWriter(output, overwrite=cfg.overwrite)
-    if cfg.top_k < 1:
-        raise ValueError(f"top_k={cfg.top_k}: expected at least 1")
-    model, info = load_model(cfg.ckpt)
-    # predict_step reads top_k from the hyperparameters on every call; the checkpoint's value
-    # (the metrics' k) is not necessarily what the submission wants.
-    model.hparams.top_k = cfg.top_k
-    datamodule = _datamodule_for(cfg, info)
-    trainer = _trainer(cfg, [writer])
-    trainer.predict(model, datamodule=datamodule, return_predictions=False)
+    check_output(output, cfg.overwrite)  # before anything is loaded
+    with open_dict(cfg):
+        files = cfg.data.pop("glob", None)
+    predictor = Predictor(
+        cfg.ckpt,
+        member=cfg.get("member"),
+        device=cfg.get("device", "auto"),
+        frames={key: cfg.data.get(key) for key in FRAME_SELECTION_KEYS},
+    )
+    with open_dict(cfg):
+        cfg.data.update(predictor.frames)
+    datamodule = build_datamodule(cfg)
+    if cfg.num_classes != predictor.num_classes:
+        raise ValueError(
+            f"{cfg.ckpt}: the model predicts {predictor.num_classes} classes but the data's "
+            f"vocabulary has {cfg.num_classes}"
+        )
+    files = files or datamodule.files.get("predict")
+    if files is None:
+        raise ValueError("no files to predict: pass data.glob=... (or data.predict_files)")
+    data = datamodule.hparams
+    summary = predict_to_file(
+        predictor,
+        datamodule.resolve(files),
+        output,
+        top_k=cfg.top_k,
+        batch_size=data.eval_batch_size or data.batch_size,
+        num_workers=data.num_workers,
+        on_corrupt=data.on_corrupt,
+        overwrite=cfg.overwrite,
+        dequantize_range=tuple(data.dequantize_range),
+    )
+    print(format_metrics({key: summary[key] for key in SUMMARY_SHOWN}))
     return output
 
 

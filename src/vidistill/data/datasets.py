@@ -24,6 +24,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,11 +86,12 @@ def default_cache_dir() -> Path:
 
 def record_offsets(
     path: str, cache_dir: str | Path | None = None, strict: bool = True
-) -> np.ndarray:
-    """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime.
+) -> tuple[np.ndarray, CorruptRecordError | None]:
+    """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime,
+    and the break in its framing if there is one.
 
     A file whose framing breaks raises :class:`CorruptRecordError`; with ``strict=False`` the
-    records before the break are returned instead (and the break is logged). Only complete
+    records before the break are returned instead, with the error (also logged). Only complete
     indexes are cached.
     """
     stat = os.stat(path)
@@ -99,7 +101,7 @@ def record_offsets(
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache / f"{key}.npy"
     try:
-        return np.load(cached)
+        return np.load(cached), None
     except (OSError, ValueError):
         pass
     offsets, error = scan_offsets(path)
@@ -111,7 +113,7 @@ def record_offsets(
             len(offsets),
             error,
         )
-        return offsets
+        return offsets, error
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache, suffix=".npy", delete=False) as tmp:
@@ -119,7 +121,7 @@ def record_offsets(
         os.replace(tmp.name, cached)  # atomic: concurrent ranks may index the same file
     except OSError as e:  # a read-only home must not stop training
         log.debug("could not cache the record index of %s: %s", path, e)
-    return offsets
+    return offsets, None
 
 
 def plan_ranges(
@@ -358,6 +360,8 @@ class YT8MDataset(IterableDataset):
         teacher_sampler, teacher_k: in frame mode, also deliver a teacher's view of every video
             (``teacher_frames``, ``teacher_mask``, ``teacher_num_frames``; ``all`` for every
             frame), for teacher-student training. Both views come from one decode of the record.
+        skip_counter: a ``multiprocessing.Value`` every record skipped under ``on_corrupt=skip``
+            is added to, in whichever worker process reads it (for a caller's summary).
     """
 
     def __init__(
@@ -381,6 +385,7 @@ class YT8MDataset(IterableDataset):
         index_cache: str | Path | None = None,
         teacher_sampler: FrameSampler | str | None = None,
         teacher_k: int | None = None,
+        skip_counter: Any = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -415,10 +420,14 @@ class YT8MDataset(IterableDataset):
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
         self.epoch = 0
-        self.offsets = [
-            record_offsets(f, index_cache, strict=on_corrupt == "raise") for f in self.files
-        ]
+        indexes = [record_offsets(f, index_cache, strict=on_corrupt == "raise") for f in self.files]
+        self.offsets = [offsets for offsets, _ in indexes]
         self.counts = [len(o) for o in self.offsets]
+        # Files whose framing breaks (on_corrupt=skip): only the records before the break are read.
+        self.broken_files = {
+            f: str(error) for f, (_, error) in zip(self.files, indexes, strict=True) if error
+        }
+        self.skip_counter = skip_counter
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -521,6 +530,9 @@ class YT8MDataset(IterableDataset):
             nonlocal skipped
             skipped += 1
             log.warning("on_corrupt=skip: skipping %s", error)
+            if self.skip_counter is not None:
+                with self.skip_counter.get_lock():
+                    self.skip_counter.value += 1
 
         on_bad_payload = skip if self.on_corrupt == "skip" else None
         views = self._views() if self.teacher_sampler is not None else None

@@ -53,7 +53,16 @@ class CorruptRecordError(ValueError):
     """A record that cannot be read as its schema says: bad checksum, truncation, wrong schema,
     wrong feature size, empty video, label outside the vocabulary."""
 
-    def __init__(self, path: str, index: int, offset: int, problem: str):
+    def __init__(
+        self, path: str, index: int | None = None, offset: int | None = None, problem: str = ""
+    ):
+        if index is None:
+            # A DataLoader re-raises a worker's exception as its type built from one message
+            # (the worker's traceback, which names file and record): keep the type.
+            self.path = self.index = self.offset = None
+            self.problem = path
+            super().__init__(path)
+            return
         self.path = path
         self.index = index
         self.offset = offset

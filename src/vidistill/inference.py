@@ -1,0 +1,197 @@
+"""Streaming inference: TFRecord shards in, top-k predictions out, at the cost of the frames the
+model reads.
+
+:class:`Predictor` is a trained model ready for inference: rebuilt from its checkpoint (the
+whole model, or one member of a mixture), in eval mode on its device, with the frame selection it
+was trained with. :func:`predict_to_file` streams shards through it: worker processes read the
+records and decode only the frames the sampler picks (still uint8), batches are dequantized on
+the model's device, and each batch's top-k classes go straight to the output file, so memory does
+not grow with the number of videos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vidistill.checkpoints import FRAME_SELECTION_KEYS, load_model
+from vidistill.data.datasets import YT8MDataset, dequantize_batch
+from vidistill.models.mixture import subtree
+from vidistill.predict import open_prediction_file
+
+log = logging.getLogger(__name__)
+
+SUMMARY_SUFFIX = ".summary.json"
+
+
+@dataclass
+class TopK:
+    """One batch of predictions: ``ids`` (B), ``classes`` int64 [B, k] and ``scores`` float32
+    [B, k], by descending score."""
+
+    ids: list[str]
+    classes: np.ndarray
+    scores: np.ndarray
+
+
+class Predictor:
+    """A trained model for inference.
+
+    Args:
+        checkpoint: a checkpoint written by ``train.py``.
+        member: a path in a mixture tree (``[0]``: the root's first member, see
+            :func:`vidistill.models.mixture.subtree`) to predict with that member alone.
+        device: where the model runs (``"auto"``: CUDA when available).
+        frames: frame-selection settings (``sampler``, ``k``, ``stride``, ``max_frames``,
+            ``seed``) that replace the checkpoint's; None values keep them.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike,
+        member: Sequence[int] | None = None,
+        device: str | torch.device = "auto",
+        frames: Mapping[str, Any] | None = None,
+    ):
+        model, info = load_model(checkpoint)
+        self.checkpoint = str(checkpoint)
+        self.member = list(member) if member else None
+        self.backbone = subtree(model.backbone, self.member) if self.member else model.backbone
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.backbone.to(self.device).eval()
+        self.num_classes = info["data"]["num_classes"]
+        self.mode = info["data"].get("mode", "frame")
+        self.frames = frame_selection(self.checkpoint, info["data"], frames or {})
+
+    @torch.inference_mode()
+    def probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, C] of dequantized frames [B, T, D] with mask [B, T]."""
+        return torch.sigmoid(self.backbone(frames, mask).logits)
+
+    def dataset(
+        self,
+        files: str | Sequence[str],
+        batch_size: int = 256,
+        num_workers: int = 2,
+        on_corrupt: str = "raise",
+        skip_counter: Any = None,
+    ) -> YT8MDataset:
+        """The shards read the way this model sees videos (its frames, in file order)."""
+        return YT8MDataset(
+            files,
+            num_classes=self.num_classes,
+            mode=self.mode,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            on_corrupt=on_corrupt,
+            skip_counter=skip_counter,
+            **self.frames,
+        )
+
+    def stream(
+        self,
+        dataset: YT8MDataset,
+        top_k: int = 20,
+        dequantize_range: tuple[float, float] = (2.0, -2.0),
+    ) -> Iterator[TopK]:
+        """Top-k predictions of every video of ``dataset``, a batch at a time."""
+        if top_k < 1:
+            raise ValueError(f"top_k={top_k}: expected at least 1")
+        loader = DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=dataset.num_workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        high, low = dequantize_range
+        k = min(top_k, self.num_classes)
+        for batch in loader:
+            frames = batch["frames"].to(self.device, non_blocking=True)
+            mask = batch["mask"].to(self.device, non_blocking=True)
+            view = dequantize_batch(
+                {"frames": frames, "mask": mask, "num_frames": batch["num_frames"]}, high, low
+            )
+            scores, classes = self.probabilities(view["frames"], mask).topk(k, dim=1)
+            yield TopK(batch["ids"], classes.cpu().numpy(), scores.float().cpu().numpy())
+
+
+def frame_selection(
+    checkpoint: str, stored: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The frame-selection settings to read videos with: ``overrides`` where given (not None),
+    else the checkpoint's. ValueError naming the checkpoint when neither says which frames the
+    model sees."""
+    chosen = {
+        key: overrides[key] if overrides.get(key) is not None else stored.get(key)
+        for key in FRAME_SELECTION_KEYS
+    }
+    if chosen["sampler"] is None:
+        raise ValueError(
+            f"{checkpoint} does not record which frames its model was trained on; pass them, "
+            "e.g. data.sampler=uniform k=30 (or data.sampler=all for every frame)"
+        )
+    return {key: value for key, value in chosen.items() if value is not None}
+
+
+def predict_to_file(
+    predictor: Predictor,
+    files: str | Sequence[str],
+    output: str | os.PathLike,
+    top_k: int = 20,
+    batch_size: int = 256,
+    num_workers: int = 2,
+    on_corrupt: str = "raise",
+    overwrite: bool = False,
+    dequantize_range: tuple[float, float] = (2.0, -2.0),
+) -> dict[str, Any]:
+    """Write the top ``top_k`` classes of every video of ``files`` to ``output`` (the 2018
+    Kaggle CSV, or Parquet for a ``.parquet`` name) and a summary beside it
+    (``<output>.summary.json``: videos, records skipped under ``on_corrupt=skip``, files read
+    only up to a broken record, seconds, videos/s, the checkpoint and frames); returns the
+    summary.
+
+    An existing output is refused unless ``overwrite``; rows go to ``<output>.partial`` until
+    the last batch is written, so an interrupted run leaves no file that looks complete.
+    """
+    start = time.perf_counter()
+    skipped = multiprocessing.Value("q", 0)
+    with open_prediction_file(output, min(top_k, predictor.num_classes), overwrite) as predictions:
+        dataset = predictor.dataset(files, batch_size, num_workers, on_corrupt, skipped)
+        for batch in predictor.stream(dataset, top_k, dequantize_range):
+            predictions.write_batch(batch.ids, batch.classes, batch.scores)
+    seconds = time.perf_counter() - start
+    summary = {
+        "output": str(output),
+        "videos": predictions.rows,
+        "skipped_records": skipped.value,
+        "broken_files": dataset.broken_files,
+        "seconds": seconds,
+        "videos_per_second": predictions.rows / seconds if seconds > 0 else None,
+        "checkpoint": predictor.checkpoint,
+        "member": predictor.member,
+        "frames": predictor.frames,
+        "files": dataset.files,
+    }
+    Path(f"{output}{SUMMARY_SUFFIX}").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "%d videos predicted in %.1f s (%.0f videos/s), %d corrupt records skipped -> %s",
+        summary["videos"],
+        seconds,
+        summary["videos_per_second"] or 0.0,
+        summary["skipped_records"],
+        output,
+    )
+    return summary

@@ -1,0 +1,206 @@
+"""Streaming inference (vidistill.inference, predict.py) against the evaluation loop, on
+checkpoints trained on the tiny synthetic set: same predictions, only the picked frames
+dequantized, mixture members, bad checkpoints and corrupt shards."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from hydra_helpers import compose_config
+from vidistill import inference
+from vidistill.checkpoints import CHECKPOINT_KEY, load_model
+from vidistill.data.records import CorruptRecordError, scan_offsets
+from vidistill.inference import Predictor, predict_to_file
+from vidistill.models.mixture import subtree
+from vidistill.runner import build_datamodule, predict, train
+
+K = 5
+NUM_TEST = 48
+
+
+def trained_checkpoint(root: Path, overrides: list[str]) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VIDISTILL_CACHE", str(root / "cache"))
+        train(compose_config(root, [*overrides, "trainer.max_epochs=1", "test=false"]))
+    return json.loads((root / "run" / "metrics.json").read_text())["best_checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> tuple[Path, str]:
+    """A NeXtVLAD trained on Uniform-5 frames: (root with data/, best checkpoint)."""
+    root = tmp_path_factory.mktemp("student")
+    small = ["model.backbone.clusters=4", "model.backbone.hidden_size=16"]
+    return root, trained_checkpoint(root, [*small, "data.sampler=uniform", f"k={K}"])
+
+
+@pytest.fixture(scope="module")
+def mixture(tmp_path_factory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("mixture")
+    small = ["model.backbone.leaf.clusters=4", "model.backbone.leaf.hidden_size=16"]
+    return root, trained_checkpoint(root, ["model=mix", "distill=online", *small])
+
+
+def shards_of(root: Path) -> list[str]:
+    return sorted(str(path) for path in root.glob("data/synthetic/*/frame/test*.tfrecord"))
+
+
+def test_streaming_predictions_equal_the_evaluation_loop(student):
+    """Every video's whole ranking (top-k over all 20 classes) from the streaming predictor
+    equals the model's predict_step run by Lightning on the datamodule's test split."""
+    root, checkpoint = student
+    predictor = Predictor(checkpoint, device="cpu")
+    assert predictor.frames["sampler"] == "uniform" and predictor.frames["k"] == K
+    streamed = list(predictor.stream(predictor.dataset(shards_of(root), batch_size=7), top_k=20))
+
+    model, info = load_model(checkpoint)
+    cfg = compose_config(
+        root,
+        [
+            *(
+                f"data.{key}={value}"
+                for key, value in info["data"].items()
+                if key in ("sampler", "k", "seed")
+            ),
+            "data.predict_files=frame/test*.tfrecord",
+        ],
+        run="eval",
+    )
+    datamodule = build_datamodule(cfg)
+    model.hparams.top_k = 20
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    evaluated = trainer.predict(model, datamodule=datamodule)
+
+    def by_id(batches, ids, classes, scores):
+        return {
+            video: (c, s)
+            for batch in batches
+            for video, c, s in zip(ids(batch), classes(batch), scores(batch), strict=True)
+        }
+
+    ours = by_id(streamed, lambda b: b.ids, lambda b: b.classes, lambda b: b.scores)
+    theirs = by_id(
+        evaluated,
+        lambda b: b["ids"],
+        lambda b: b["classes"].numpy(),
+        lambda b: b["scores"].numpy(),
+    )
+    assert ours.keys() == theirs.keys() and len(ours) == NUM_TEST
+    for video, (classes, scores) in ours.items():
+        np.testing.assert_array_equal(classes, theirs[video][0])
+        np.testing.assert_allclose(scores, theirs[video][1], atol=1e-6)
+
+
+def test_unselected_frames_are_never_dequantized(student, monkeypatch):
+    """Uniform-5: every batch reaches dequantization as uint8 [B, 5, 1152], so the floats made
+    are 5 frames per video, whatever the videos' lengths (20 to 80 frames here)."""
+    root, checkpoint = student
+    seen = []
+    dequantize = inference.dequantize_batch
+
+    def spy(batch, *args):
+        seen.append((batch["frames"].dtype, tuple(batch["frames"].shape)))
+        return dequantize(batch, *args)
+
+    monkeypatch.setattr(inference, "dequantize_batch", spy)
+    predictor = Predictor(checkpoint, device="cpu")
+    videos = sum(len(b.ids) for b in predictor.stream(predictor.dataset(shards_of(root))))
+    assert videos == NUM_TEST
+    assert {dtype for dtype, _ in seen} == {torch.uint8}
+    assert {shape[1:] for _, shape in seen} == {(K, 1152)}
+    assert sum(shape[0] for _, shape in seen) == NUM_TEST
+
+
+def test_predict_py_streams_to_csv_and_parquet(student):
+    root, checkpoint = student
+    csv = predict(
+        compose_config(
+            root, [f"ckpt={checkpoint}", "data.glob=frame/test*.tfrecord"], "predict", run="p1"
+        )
+    )
+    summary = json.loads(Path(f"{csv}.summary.json").read_text())
+    assert summary["videos"] == NUM_TEST and summary["skipped_records"] == 0
+    assert summary["frames"]["k"] == K
+    parquet = predict(
+        compose_config(
+            root, [f"ckpt={checkpoint}", "output=" + str(root / "p.parquet")], "predict", run="p2"
+        )
+    )
+    table = pd.read_parquet(parquet)
+    rows = {
+        line.split(",")[0]: [int(v) for v in line.split(",")[1].split()[::2]]
+        for line in csv.read_text().splitlines()[1:]
+    }
+    assert len(table) == NUM_TEST
+    for video, classes in zip(table["id"], table["classes"], strict=True):
+        assert list(classes) == rows[video]
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        predict(compose_config(root, [f"ckpt={checkpoint}", f"output={csv}"], "predict", run="p3"))
+
+
+def test_one_member_of_a_mixture(mixture):
+    """member=[1]: the second NeXtVLAD of the MixNeXtVLAD alone, as subtree() gives it."""
+    root, checkpoint = mixture
+    predictor = Predictor(checkpoint, member=[1], device="cpu")
+    batch = next(iter(predictor.dataset(shards_of(root), batch_size=8, num_workers=0)))
+    model, _ = load_model(checkpoint)
+    alone = subtree(model.backbone, [1])
+    from vidistill.data.datasets import dequantize_batch
+
+    view = dequantize_batch(dict(batch))
+    with torch.no_grad():
+        expected = torch.sigmoid(alone(view["frames"], view["mask"]).logits)
+        whole = torch.sigmoid(model.backbone(view["frames"], view["mask"]).logits)
+    got = predictor.probabilities(view["frames"], view["mask"])
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, whole)  # the member, not the mixture
+
+
+def test_a_checkpoint_without_frame_selection_asks_for_k(student, tmp_path):
+    _, checkpoint = student
+    stored = torch.load(checkpoint, weights_only=True)
+    for key in ("sampler", "k"):
+        stored[CHECKPOINT_KEY]["data"][key] = None
+    bare = tmp_path / "bare.ckpt"
+    torch.save(stored, bare)
+    with pytest.raises(ValueError, match=r"bare\.ckpt does not record which frames.*k=30"):
+        Predictor(bare, device="cpu")
+    assert Predictor(bare, device="cpu", frames={"sampler": "uniform", "k": 3}).frames["k"] == 3
+
+
+def test_a_corrupt_record_mid_stream(student, tmp_path):
+    """on_corrupt=raise stops naming the file and record (no complete-looking output);
+    on_corrupt=skip predicts the other videos and counts the skipped record in the summary."""
+    root, checkpoint = student
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for path in shards_of(root):
+        shutil.copy(path, shards)
+    broken = sorted(shards.iterdir())[0]
+    offsets, _ = scan_offsets(str(broken))
+    data = bytearray(broken.read_bytes())
+    data[offsets[3] + 40] ^= 0xFF  # inside record 3's payload
+    broken.write_bytes(bytes(data))
+
+    predictor = Predictor(checkpoint, device="cpu")
+    output = tmp_path / "out.csv"
+    with pytest.raises(CorruptRecordError, match=rf"{broken.name}.*record 3"):
+        predict_to_file(predictor, str(shards / "*.tfrecord"), output, num_workers=2)
+    assert not output.exists()
+    summary = predict_to_file(
+        predictor,
+        str(shards / "*.tfrecord"),
+        output,
+        num_workers=2,
+        on_corrupt="skip",
+        overwrite=True,
+    )
+    assert summary["skipped_records"] == 1 and summary["videos"] == NUM_TEST - 1
+    assert len(output.read_text().splitlines()) == NUM_TEST
