@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e ".[dev,notebooks,sweeps,parquet]"
+	$(PIP) install -q -e ".[dev,notebooks,sweeps,parquet,export]"
 	touch $(STAMP)
 
 train: $(STAMP)
@@ -29,12 +29,12 @@ bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests bench train.py eval.py predict.py flops.py localize.py
-	$(PY) -m ruff format --check src tests bench train.py eval.py predict.py flops.py localize.py
+	$(PY) -m ruff check src tests bench train.py eval.py predict.py flops.py localize.py export.py
+	$(PY) -m ruff format --check src tests bench train.py eval.py predict.py flops.py localize.py export.py
 
 format: $(STAMP)
-	$(PY) -m ruff format src tests bench train.py eval.py predict.py flops.py localize.py
-	$(PY) -m ruff check --fix src tests bench train.py eval.py predict.py flops.py localize.py
+	$(PY) -m ruff format src tests bench train.py eval.py predict.py flops.py localize.py export.py
+	$(PY) -m ruff check --fix src tests bench train.py eval.py predict.py flops.py localize.py export.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build src/*.egg-info outputs multirun logs

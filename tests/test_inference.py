@@ -18,6 +18,7 @@ from hydra_helpers import compose_config
 from vidistill import inference
 from vidistill.checkpoints import CHECKPOINT_KEY, load_model
 from vidistill.data.records import CorruptRecordError, scan_offsets
+from vidistill.export import export
 from vidistill.inference import Predictor, predict_to_file
 from vidistill.models.mixture import subtree
 from vidistill.runner import build_datamodule, predict, train
@@ -204,3 +205,53 @@ def test_a_corrupt_record_mid_stream(student, tmp_path):
     )
     assert summary["skipped_records"] == 1 and summary["videos"] == NUM_TEST - 1
     assert len(output.read_text().splitlines()) == NUM_TEST
+
+
+@pytest.fixture(scope="module")
+def hrnn_student(tmp_path_factory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("hrnn")
+    small = [
+        "model.backbone.lower_size=8",
+        "model.backbone.upper_size=8",
+        "model.backbone.num_blocks=3",
+    ]
+    return root, trained_checkpoint(root, ["model=hrnn", *small, "data.sampler=uniform", f"k={K}"])
+
+
+def exported_equals_predictor(record: dict, predictor: Predictor, root: Path) -> None:
+    """Both exported files, fed a real batch as the reader gives it (uint8 frames, mask), give
+    the predictor's probabilities."""
+    batch = next(iter(predictor.dataset(shards_of(root), batch_size=9, num_workers=0)))
+    from vidistill.data.datasets import dequantize_batch
+
+    view = dequantize_batch(dict(batch))
+    expected = predictor.probabilities(view["frames"], view["mask"])
+    scripted = torch.jit.load(record["exports"]["torchscript"]["path"])
+    torch.testing.assert_close(scripted(batch["frames"], batch["mask"]), expected)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(record["exports"]["onnx"]["path"])
+    feeds = {"frames": batch["frames"].numpy(), "mask": batch["mask"].numpy()}
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), expected)
+
+
+@pytest.mark.parametrize("which", ["student", "mixture member", "hrnn_student"])
+def test_exported_models_agree_with_pytorch(which, request, tmp_path):
+    fixture, member = {
+        "student": ("student", None),
+        "mixture member": ("mixture", [0]),
+        "hrnn_student": ("hrnn_student", None),
+    }[which]
+    root, checkpoint = request.getfixturevalue(fixture)
+    record = export(checkpoint, tmp_path / "model", member=member)
+    for name in ("torchscript", "onnx"):
+        assert record["exports"][name]["max_abs_difference"] <= 1e-5
+    assert json.loads((tmp_path / "model.json").read_text()) == record
+    assert record["frames"]["sampler"] == ("all" if fixture == "mixture" else "uniform")
+    # An unrolled recurrence is fixed to the example's frames; the others take any T.
+    assert record["fixed_frames"] == (K if fixture == "hrnn_student" else None)
+    exported_equals_predictor(record, Predictor(checkpoint, member=member, device="cpu"), root)
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        export(checkpoint, tmp_path / "model", member=member)
+    with pytest.raises(ValueError, match="formats"):
+        export(checkpoint, tmp_path / "other", formats=["tflite"])

@@ -166,3 +166,29 @@ def test_parameter_counts_in_docstrings():
     assert count_parameters(hrnn_small(200)) == int(
         re.search(r"([\d,]+) at 200 classes", hrnn_small.__doc__).group(1).replace(",", "")
     )
+
+
+def test_the_unrolled_graph_for_export_equals_the_packed_recurrence():
+    """Under tracing the H-RNN runs blocks padded to ceil(T / b) steps with masked state
+    updates: same outputs as the packed recurrence (empty blocks and a video without frames
+    included, garbage in the padding), and the traced graph takes any batch size."""
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    frames, mask = _batch([9, 23, 3, 0, 1, 16], 23)
+    with torch.no_grad():
+        packed = model(frames, mask)
+        unrolled = model._forward_unrolled(frames, mask)
+    torch.testing.assert_close(unrolled.logits, packed.logits)
+    torch.testing.assert_close(unrolled.intermediate["blocks"], packed.intermediate["blocks"])
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, frames, mask):
+            return self.model(frames, mask).logits
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Logits(), (frames[:2], mask[:2]))
+        torch.testing.assert_close(traced(frames, mask), packed.logits)

@@ -37,6 +37,9 @@ class Backbone(nn.Module):
 
     classifier: nn.Module
     embedding_size: int
+    # Whether a traced or exported graph of this backbone is fixed to the number of frames of
+    # its example input (an unrolled recurrence); the batch size stays free either way.
+    export_fixed_frames: bool = False
 
     def initialize_output_bias(self, log_odds: torch.Tensor) -> None:
         """Start every class at its prior (log-odds [C]) instead of p = 0.5."""

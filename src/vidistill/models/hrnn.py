@@ -77,6 +77,8 @@ class HRNN(Backbone):
     17,317,888, upper 29,376,512; MoE 79,101,484).
     """
 
+    export_fixed_frames = True
+
     def __init__(
         self,
         num_classes: int,
@@ -106,6 +108,8 @@ class HRNN(Backbone):
         )
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._forward_unrolled(frames, mask)
         batch, b = len(frames), self.num_blocks
         x = pack(frames, mask)  # [N, D], each video's valid frames in order
         if self.l2_normalize:
@@ -132,6 +136,65 @@ class HRNN(Backbone):
             embedding=embedding,
             intermediate={"blocks": blocks},
         )
+
+    def _forward_unrolled(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
+        """:meth:`forward` as a fixed graph for tracing and export: the same blocks and
+        equations, each block padded to ``ceil(T / b)`` steps, and a state that stops changing
+        after a sequence's last step instead of rows leaving the batch. The batch size stays
+        free; the recurrence is unrolled for this ``T``. Valid frames must come first in every
+        row (as the readers give them)."""
+        batch, steps, b = frames.shape[0], frames.shape[1], self.num_blocks
+        x = F.normalize(frames, dim=-1) if self.l2_normalize else frames
+        n = mask.sum(1, keepdim=True)  # [B, 1]
+        j = torch.arange(b + 1, device=frames.device).unsqueeze(0)  # block boundaries
+        bounds = j * n // b  # [B, b + 1]: block j is frames bounds[j] .. bounds[j + 1] - 1
+        start, size = bounds[:, :-1], bounds[:, 1:] - bounds[:, :-1]  # [B, b]
+        # The longest a block can be. Not -(-steps // b): traced, the sizes are graph values,
+        # and ONNX's integer division truncates negative numbers toward zero.
+        length = (steps + b - 1) // b
+        s = torch.arange(length, device=frames.device)
+        index = (start.unsqueeze(-1) + s).clamp(max=steps - 1)  # [B, b, L]
+        rows = torch.gather(
+            x.unsqueeze(1).expand(batch, b, steps, x.shape[-1]),
+            2,
+            index.unsqueeze(-1).expand(batch, b, length, x.shape[-1]),
+        )  # [B, b, L, D]
+        valid = s < size.unsqueeze(-1)  # [B, b, L]
+        sequences = rows.reshape(batch * b, length, x.shape[-1])
+        blocks = _final_states_unrolled(self.lower, sequences, valid.reshape(batch * b, length))
+        blocks = blocks.view(batch, b, -1)
+        embedding = _final_states_unrolled(self.upper, blocks, size > 0)
+        return BackboneOutput(
+            logits=self.classifier(self.dropout(embedding)),
+            embedding=embedding,
+            intermediate={"blocks": blocks},
+        )
+
+
+def _final_states_unrolled(lstm: nn.LSTM, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Final states of ``lstm`` over sequences x [S, L, I] whose steps ``valid`` [S, L] says
+    are real, skipping the others (a skipped step leaves the state as it was): [S, 2 layers H]
+    as :func:`_final_states` lays them out, zero for sequences without a valid step."""
+    finals = []
+    inputs = x
+    for layer in range(lstm.num_layers):
+        w_ih, w_hh, b_ih, b_hh = (
+            getattr(lstm, f"{name}_l{layer}")
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
+        input_gates = F.linear(inputs, w_ih, b_ih + b_hh)  # [S, L, 4H]
+        h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
+        outputs = []
+        for step in range(x.shape[1]):
+            i, f, g, o = (input_gates[:, step] + F.linear(h, w_hh)).chunk(4, 1)
+            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h_next = torch.sigmoid(o) * torch.tanh(c_next)
+            keep = valid[:, step].unsqueeze(1)
+            h, c = torch.where(keep, h_next, h), torch.where(keep, c_next, c)
+            outputs.append(h)
+        inputs = torch.stack(outputs, 1)
+        finals += [c, h]
+    return torch.stack(finals, 1).flatten(1)
 
 
 def _init_biases(lstm: nn.LSTM, forget_bias: float) -> None:
