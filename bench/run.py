@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_pipeline  # noqa: E402
 import distillation  # noqa: E402
+import inference  # noqa: E402
 import localization  # noqa: E402
 import training  # noqa: E402
 
@@ -24,6 +25,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "training": training.run,
     "distillation": distillation.run,
     "localization": localization.run,
+    "inference": inference.run,
 }
 
 
