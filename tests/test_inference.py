@@ -173,7 +173,9 @@ def test_a_checkpoint_without_frame_selection_asks_for_k(student, tmp_path):
     torch.save(stored, bare)
     with pytest.raises(ValueError, match=r"bare\.ckpt does not record which frames.*k=30"):
         Predictor(bare, device="cpu")
-    assert Predictor(bare, device="cpu", frames={"sampler": "uniform", "k": 3}).frames["k"] == 3
+    frames = Predictor(bare, device="cpu", frames={"k": 3}).frames
+    assert frames["sampler"] == "uniform" and frames["k"] == 3
+    assert Predictor(bare, device="cpu", frames={"sampler": "all"}).frames["sampler"] == "all"
 
 
 def test_a_corrupt_record_mid_stream(student, tmp_path):

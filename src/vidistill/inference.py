@@ -132,16 +132,18 @@ def frame_selection(
     checkpoint: str, stored: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """The frame-selection settings to read videos with: ``overrides`` where given (not None),
-    else the checkpoint's. ValueError naming the checkpoint when neither says which frames the
-    model sees."""
+    else the checkpoint's; a ``k`` without a sampler means Uniform-k (the students' frames).
+    ValueError naming the checkpoint when nothing says which frames the model sees."""
     chosen = {
         key: overrides[key] if overrides.get(key) is not None else stored.get(key)
         for key in FRAME_SELECTION_KEYS
     }
+    if chosen["sampler"] is None and chosen["k"] is not None:
+        chosen["sampler"] = "uniform"
     if chosen["sampler"] is None:
         raise ValueError(
-            f"{checkpoint} does not record which frames its model was trained on; pass them, "
-            "e.g. data.sampler=uniform k=30 (or data.sampler=all for every frame)"
+            f"{checkpoint} does not record which frames its model was trained on; pass k "
+            "(Uniform-k), e.g. k=30, or a sampler: data.sampler=all for every frame"
         )
     return {key: value for key, value in chosen.items() if value is not None}
 
