@@ -37,12 +37,11 @@ def format_row(video_id: str, classes: Sequence[int], scores: Sequence[float]) -
     return f"{video_id},{pairs}"
 
 
-class KagglePredictionFile:
-    """A Kaggle 2018 predictions file written row by row.
-
-    Rows go to ``<path>.partial``, which is renamed to ``path`` by :meth:`close`: a run that
-    dies half way leaves no file that looks like complete predictions.
-    """
+class PredictionFile:
+    """A predictions file written batch by batch to ``<path>.partial``, which :meth:`close`
+    renames to ``path``: a run that dies half way leaves no file that looks complete.
+    Subclasses open the partial file in :meth:`_open`, append in :meth:`write_batch` (adding to
+    ``rows``) and finish it in :meth:`_finish`."""
 
     def __init__(self, path: str | os.PathLike, overwrite: bool = False):
         check_output(path, overwrite)
@@ -50,36 +49,32 @@ class KagglePredictionFile:
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows = 0
-        self._file = open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        self._file.write(HEADER + "\n")
+        self.closed = False
+        self._open()
 
-    def write(self, video_id: str, classes: Sequence[int], scores: Sequence[float]) -> None:
-        """Append one video's top-k classes (sorted by descending score by the caller)."""
-        self._file.write(format_row(video_id, classes, scores) + "\n")
-        self.rows += 1
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _finish(self) -> None:
+        raise NotImplementedError
 
     def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
         """Append a batch: ``classes`` [B, k] and ``scores`` [B, k] by descending score."""
-        for video_id, row_classes, row_scores in zip(
-            ids, classes.tolist(), scores.tolist(), strict=True
-        ):
-            self.write(video_id, row_classes, row_scores)
-
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
+        raise NotImplementedError
 
     def close(self) -> None:
-        """Finish the file: flush it and move it to its final name."""
-        self._file.close()
+        """Finish the file and move it to its final name."""
+        self._finish()
+        self.closed = True
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
         """Stop writing and leave the incomplete ``.partial`` file for inspection."""
-        self._file.close()
+        self._finish()
+        self.closed = True
         log.warning("incomplete predictions (%d rows) left in %s", self.rows, self.partial)
 
-    def __enter__(self) -> KagglePredictionFile:
+    def __enter__(self) -> PredictionFile:
         return self
 
     def __exit__(
@@ -94,9 +89,31 @@ class KagglePredictionFile:
             self.abort()
 
 
-class ParquetPredictionFile:
-    """Predictions as Parquet (pyarrow, the ``parquet`` extra), one row group per batch, with
-    the same life cycle as :class:`KagglePredictionFile`."""
+class KagglePredictionFile(PredictionFile):
+    """The 2018 Kaggle CSV, written row by row."""
+
+    def _open(self) -> None:
+        self._file = open(self.partial, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        self._file.write(HEADER + "\n")
+
+    def _finish(self) -> None:
+        self._file.close()
+
+    def write(self, video_id: str, classes: Sequence[int], scores: Sequence[float]) -> None:
+        """Append one video's top-k classes (sorted by descending score by the caller)."""
+        self._file.write(format_row(video_id, classes, scores) + "\n")
+        self.rows += 1
+
+    def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
+        for video_id, row_classes, row_scores in zip(
+            ids, classes.tolist(), scores.tolist(), strict=True
+        ):
+            self.write(video_id, row_classes, row_scores)
+
+
+class ParquetPredictionFile(PredictionFile):
+    """Predictions as Parquet (pyarrow, the ``parquet`` extra): columns ``id``, ``classes``
+    (k int32), ``scores`` (k float32), one row group per batch."""
 
     def __init__(self, path: str | os.PathLike, top_k: int, overwrite: bool = False):
         try:
@@ -107,12 +124,7 @@ class ParquetPredictionFile:
                 f"{path}: Parquet output needs pyarrow (pip install -e '.[parquet]'); or write "
                 "the Kaggle CSV (a .csv output)"
             ) from None
-        check_output(path, overwrite)
-        self._pa = pa
-        self.path = Path(path)
-        self.partial = self.path.with_name(self.path.name + ".partial")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows = 0
+        self._pa, self._pq = pa, pq
         self.schema = pa.schema(
             [
                 ("id", pa.string()),
@@ -120,11 +132,15 @@ class ParquetPredictionFile:
                 ("scores", pa.list_(pa.float32(), top_k)),
             ]
         )
-        self._writer = pq.ParquetWriter(self.partial, self.schema)
-        self.closed = False
+        super().__init__(path, overwrite)
+
+    def _open(self) -> None:
+        self._writer = self._pq.ParquetWriter(self.partial, self.schema)
+
+    def _finish(self) -> None:
+        self._writer.close()
 
     def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
-        """Append a batch: ``classes`` [B, k] and ``scores`` [B, k] by descending score."""
         pa = self._pa
         k = classes.shape[1]
         columns = [
@@ -135,34 +151,10 @@ class ParquetPredictionFile:
         self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
         self.rows += len(ids)
 
-    def close(self) -> None:
-        self._writer.close()
-        self.closed = True
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        self._writer.close()
-        self.closed = True
-        log.warning("incomplete predictions (%d rows) left in %s", self.rows, self.partial)
-
-    def __enter__(self) -> ParquetPredictionFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def open_prediction_file(
     path: str | os.PathLike, top_k: int, overwrite: bool = False
-) -> KagglePredictionFile | ParquetPredictionFile:
+) -> PredictionFile:
     """The writer for ``path``: Parquet for a ``.parquet`` name, else the Kaggle CSV."""
     if Path(path).suffix == ".parquet":
         return ParquetPredictionFile(path, top_k, overwrite)
