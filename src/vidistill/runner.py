@@ -428,7 +428,12 @@ def _run_name(run: DictConfig) -> str:
     resolved = config_record(run)
     identity = {key: resolved[key] for key in RUN_IDENTITY if key in resolved}
     identity["data"].pop("num_workers", None)
-    (identity.get("callbacks") or {}).pop("rich_progress_bar", None)
+    # A callback switched off (the student's loss schedule, in a teacher's run) is no callback.
+    identity["callbacks"] = {
+        name: callback
+        for name, callback in (identity.get("callbacks") or {}).items()
+        if callback is not None and name != "rich_progress_bar"
+    }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     backbone = str(run.model.backbone._target_).rsplit(".", 1)[-1]
     return f"{backbone}-{digest.hexdigest()[:12]}"
