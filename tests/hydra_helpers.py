@@ -29,6 +29,14 @@ TINY_DATA = [
     "data.batch_size=16",
     "data.num_workers=0",
 ]
+# A NeXtVLAD small enough for seconds per training run.
+NEXTVLAD = [
+    "model=nextvlad",
+    "model.backbone.clusters=4",
+    "model.backbone.groups=4",
+    "model.backbone.expansion=1",
+    "model.backbone.hidden_size=16",
+]
 # Only conf/config.yaml (train.py) has these groups.
 TRAIN_ONLY = ["trainer.max_epochs=2", "callbacks.rich_progress_bar=null"]
 

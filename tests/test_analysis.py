@@ -12,18 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from hydra_helpers import compose_config
+from hydra_helpers import NEXTVLAD, compose_config
 from vidistill import analysis
 from vidistill.checkpoints import load_model
 from vidistill.runner import evaluate, train
 
-NEXTVLAD = [
-    "model=nextvlad",
-    "model.backbone.clusters=4",
-    "model.backbone.groups=4",
-    "model.backbone.expansion=1",
-    "model.backbone.hidden_size=16",
-]
 # A mixture of two tiny NeXtVLADs (model=mix has three) is enough to tell members apart.
 MIX = [
     "model=mix",

@@ -8,18 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydra_helpers import compose_config
+from hydra_helpers import NEXTVLAD, compose_config
 from vidistill import runner
 from vidistill.runner import evaluate, train
 
 HRNN = ["model=hrnn", "model.backbone.lower_size=16", "model.backbone.upper_size=16"]
-NEXTVLAD = [
-    "model=nextvlad",
-    "model.backbone.clusters=4",
-    "model.backbone.groups=4",
-    "model.backbone.expansion=1",
-    "model.backbone.hidden_size=16",
-]
 ONE_EPOCH = ["trainer.max_epochs=1", "test=false"]
 
 
