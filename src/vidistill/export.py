@@ -124,9 +124,15 @@ def export(
 
 def example_inputs(batch: int, frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random quantized frames uint8 [batch, frames, 1152] and a mask [batch, frames] whose
-    rows have different lengths (1 to ``frames`` valid frames, valid first)."""
+    rows have different lengths (1 to ``frames`` valid frames, valid first).
+
+    Byte values are drawn around 128 with the spread of real features (the synthetic set's
+    bytes: mean 127, standard deviation 24): uniform bytes lie far outside what a trained model
+    has seen, and its large activations there amplify float round-off (up to 1e-3 between
+    PyTorch and onnxruntime for a trained NeXtVLAD, against 5e-7 on real frames)."""
     generator = torch.Generator().manual_seed(seed + 1000 * batch + frames)
-    values = torch.randint(0, 256, (batch, frames, FEATURE_SIZE), generator=generator)
+    values = torch.normal(128.0, 24.0, (batch, frames, FEATURE_SIZE), generator=generator)
+    values = values.round().clamp(0, 255)
     lengths = torch.linspace(frames, 1, batch).round().long().clamp(1, frames)
     mask = torch.arange(frames).unsqueeze(0) < lengths.unsqueeze(1)
     return values.to(torch.uint8), mask
