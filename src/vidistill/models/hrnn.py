@@ -178,17 +178,11 @@ def _final_states_unrolled(lstm: nn.LSTM, x: torch.Tensor, valid: torch.Tensor) 
     finals = []
     inputs = x
     for layer in range(lstm.num_layers):
-        w_ih, w_hh, b_ih, b_hh = (
-            getattr(lstm, f"{name}_l{layer}")
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
-        input_gates = F.linear(inputs, w_ih, b_ih + b_hh)  # [S, L, 4H]
+        input_gates, w_hh = _input_gates(lstm, layer, inputs)  # [S, L, 4H]
         h = c = x.new_zeros(x.shape[0], lstm.hidden_size)
         outputs = []
         for step in range(x.shape[1]):
-            i, f, g, o = (input_gates[:, step] + F.linear(h, w_hh)).chunk(4, 1)
-            c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h_next = torch.sigmoid(o) * torch.tanh(c_next)
+            h_next, c_next = _lstm_step(input_gates[:, step], h, c, w_hh)
             keep = valid[:, step].unsqueeze(1)
             h, c = torch.where(keep, h_next, h), torch.where(keep, c_next, c)
             outputs.append(h)
@@ -249,12 +243,7 @@ def _lstm_layer(
     Returns the outputs [R, H] in the same packed order and the final ``h``, ``c`` [S, H] of the
     S non-empty sequences, longest first.
     """
-    w_ih, w_hh, b_ih, b_hh = (
-        getattr(lstm, f"{name}_l{layer}")
-        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    )
-    # The input part of the gates for every step at once: one large matmul instead of one per step.
-    input_gates = F.linear(packed, w_ih, b_ih + b_hh)  # [R, 4H]
+    input_gates, w_hh = _input_gates(lstm, layer, packed)  # [R, 4H]
     h = c = packed.new_zeros(batch_sizes[0], lstm.hidden_size)
     outputs, final_h, final_c = [], [], []
     for gates_x in input_gates.split(batch_sizes):
@@ -263,14 +252,32 @@ def _lstm_layer(
             final_h.append(h[running:])
             final_c.append(c[running:])
             h, c = h[:running], c[:running]
-        i, f, g, o = (gates_x + F.linear(h, w_hh)).chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = _lstm_step(gates_x, h, c, w_hh)
         outputs.append(h)
     # Sequences that ended last are the longest, i.e. first in the packed order.
     final_h.append(h)
     final_c.append(c)
     return torch.cat(outputs), torch.cat(final_h[::-1]), torch.cat(final_c[::-1])
+
+
+def _input_gates(lstm: nn.LSTM, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input part of layer ``layer``'s gates for every step at once, x [..., I] ->
+    [..., 4H] (one large matmul instead of one per step), and the layer's recurrent weights."""
+    w_ih, w_hh, b_ih, b_hh = (
+        getattr(lstm, f"{name}_l{layer}")
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    )
+    return F.linear(x, w_ih, b_ih + b_hh), w_hh
+
+
+def _lstm_step(
+    input_gates: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of PyTorch's LSTM equations (gate order i, f, g, o): the next ``h``, ``c``
+    [S, H] from the step's input gates [S, 4H] and the current state."""
+    i, f, g, o = (input_gates + F.linear(h, w_hh)).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 def hrnn_paper(num_classes: int = 3862, num_blocks: int = 20, **overrides) -> HRNN:
