@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -285,7 +286,7 @@ def train_teacher_first(cfg: DictConfig) -> dict[str, Any]:
     reuse the finished teacher run found in its directory (see :func:`teacher_directory`);
     points ``cfg.distill.teacher.checkpoint`` at its best checkpoint and returns its record."""
     directory, record = _train_once(
-        cfg, "teacher", lambda where: _teacher_run_config(cfg, where), *teacher_directory(cfg)
+        cfg, "teacher", functools.partial(_teacher_run_config, cfg), *teacher_directory(cfg)
     )
     with open_dict(cfg):
         cfg.distill.teacher.checkpoint = record["best_checkpoint"]
@@ -305,7 +306,7 @@ def teacher_directory(cfg: DictConfig) -> tuple[Path, bool]:
     ``<run>/teacher``."""
     return _shared_directory(
         cfg,
-        lambda where: _teacher_run_config(cfg, where),
+        functools.partial(_teacher_run_config, cfg),
         cfg.distill.teacher.get("shared_dir"),
         own=TEACHER_DIR,
         shared=SHARED_TEACHERS_DIR,
@@ -323,13 +324,14 @@ def train_pretrained_first(cfg: DictConfig) -> dict[str, Any]:
     multirun, by default ``<sweep dir>/pretrained``, shared by the jobs that need the same
     one) or else ``<run>/pretrained``.
     """
+    run_config = functools.partial(_pretraining_run_config, cfg)
     directory, record = _train_once(
         cfg,
         "video-level model",
-        lambda where: _pretraining_run_config(cfg, where),
+        run_config,
         *_shared_directory(
             cfg,
-            lambda where: _pretraining_run_config(cfg, where),
+            run_config,
             cfg.pretrain.get("shared_dir"),
             own=PRETRAINED_DIR,
             shared=PRETRAINED_DIR,
@@ -558,14 +560,9 @@ def predict(cfg: DictConfig) -> Path:
         device=cfg.get("device", "auto"),
         frames={key: cfg.data.get(key) for key in FRAME_SELECTION_KEYS},
     )
-    with open_dict(cfg):
-        cfg.data.update(predictor.frames)
-    datamodule = build_datamodule(cfg)
-    if cfg.num_classes != predictor.num_classes:
-        raise ValueError(
-            f"{cfg.ckpt}: the model predicts {predictor.num_classes} classes but the data's "
-            f"vocabulary has {cfg.num_classes}"
-        )
+    datamodule = _datamodule_for(
+        cfg, {"data": {**predictor.frames, "num_classes": predictor.num_classes}}
+    )
     files = files or datamodule.files.get("predict")
     if files is None:
         raise ValueError("no files to predict: pass data.glob=... (or data.predict_files)")
