@@ -499,28 +499,12 @@ def class_names(run_dir: str | os.PathLike) -> dict[int, str]:
 
 
 def _batches(
-    files: Sequence[str] | str,
-    data: dict[str, Any],
-    max_videos: int | None,
-    batch_size: int,
-    dequantize_range: tuple[float, float],
+    dataset: Any, max_videos: int | None, dequantize_range: tuple[float, float]
 ) -> Iterator[dict]:
-    """Evaluation batches of ``files`` (dequantized, float32 frames [B, T, 1152]) with the
-    frame selection in ``data`` (a checkpoint's), at most ``max_videos`` videos in total."""
-    from vidistill.data import YT8MDataset, dequantize_batch
+    """The dataset's batches dequantized (float32 frames [B, T, 1152]), at most ``max_videos``
+    videos in total."""
+    from vidistill.data import dequantize_batch
 
-    dataset = YT8MDataset(
-        files,
-        num_classes=data["num_classes"],
-        mode=data.get("mode", "frame"),
-        batch_size=batch_size,
-        sampler=data.get("sampler", "all"),
-        k=data.get("k"),
-        stride=data.get("stride"),
-        max_frames=data.get("max_frames", 300),
-        seed=data.get("seed") or 0,
-        train=False,  # file order, every record, random frames fixed per video id
-    )
     seen = 0
     for batch in dataset:
         if max_videos is not None and seen + len(batch["ids"]) > max_videos:
@@ -560,16 +544,17 @@ def embed(
     """
     import torch
 
-    from vidistill.checkpoints import load_model
+    from vidistill.inference import Predictor
 
-    model, info = load_model(checkpoint)
-    overrides = {"sampler": sampler, "k": k}
-    data = {**info["data"], **{key: value for key, value in overrides.items() if value is not None}}
+    # Read as predict.py reads: file order, every record, random frames fixed per video id.
+    predictor = Predictor(checkpoint, device="cpu", frames={"sampler": sampler, "k": k})
+    dataset = predictor.dataset(files, batch_size=batch_size, num_workers=0)
+    data = {**predictor.info["data"], **predictor.frames}
     project = _rep_projection(checkpoint) if projection else None
     embeddings, logits, labels, ids = [], [], [], []
     with torch.no_grad():
-        for batch in _batches(files, data, max_videos, batch_size, dequantize_range):
-            output = model.backbone(batch["frames"], batch["mask"])
+        for batch in _batches(dataset, max_videos, dequantize_range):
+            output = predictor.backbone(batch["frames"], batch["mask"])
             embedding = output.embedding if project is None else project(output.embedding)
             embeddings.append(embedding.float().numpy())
             logits.append(output.logits.float().numpy())
@@ -643,18 +628,19 @@ def evaluate_members(
     """
     import torch
 
-    from vidistill.checkpoints import load_model
+    from vidistill.inference import Predictor
     from vidistill.metrics import video_metrics
 
-    model, info = load_model(checkpoint)
-    data = info["data"]
-    paths = member_paths(model.backbone)
-    scores = {path: video_metrics(data["num_classes"], model.hparams.top_k, "") for path in paths}
+    predictor = Predictor(checkpoint, device="cpu")
+    dataset = predictor.dataset(files, batch_size=batch_size, num_workers=0)
+    paths = member_paths(predictor.backbone)
+    top_k = predictor.model.hparams.top_k
+    scores = {path: video_metrics(predictor.num_classes, top_k, "") for path in paths}
     gate_sums = dict.fromkeys(paths, 0.0)
     videos = 0
     with torch.no_grad():
-        for batch in _batches(files, data, max_videos, batch_size, dequantize_range):
-            output = model.backbone(batch["frames"], batch["mask"])
+        for batch in _batches(dataset, max_videos, dequantize_range):
+            output = predictor.backbone(batch["frames"], batch["mask"])
             for path, node in _node_outputs(output):
                 scores[path].update(torch.sigmoid(node.logits), batch["labels"])
                 gate = node.intermediate.get("gate")

@@ -55,6 +55,9 @@ class Predictor:
         device: where the model runs (``"auto"``: CUDA when available).
         frames: frame-selection settings (``sampler``, ``k``, ``stride``, ``max_frames``,
             ``seed``) that replace the checkpoint's; None values keep them.
+
+    ``model`` is the whole LightningModule, ``info`` the checkpoint's stored run config (see
+    :func:`vidistill.checkpoints.load_model`), ``backbone`` what predicts.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Predictor:
         frames: Mapping[str, Any] | None = None,
     ):
         model, info = load_model(checkpoint)
+        self.model, self.info = model, info
         self.checkpoint = str(checkpoint)
         self.member = list(member) if member else None
         self.backbone = subtree(model.backbone, self.member) if self.member else model.backbone
