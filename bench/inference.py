@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from training import CONFIG_DIR, NUM_CLASSES
 
-from vidistill.checkpoints import CHECKPOINT_KEY, FORMAT_VERSION
+from vidistill.checkpoints import RunConfigInCheckpoint
 from vidistill.data import read_records
 from vidistill.data.datasets import dequantize_batch, expand_files
 from vidistill.data.records import iter_payloads
@@ -116,27 +116,21 @@ def _checkpoint(directory: Path, preset: str, k: int | None) -> Path:
         cfg = compose(config_name="config", overrides=overrides)
     model = instantiate(cfg.model)
     path = directory / f"{preset}-{k or 'all'}.ckpt"
-    torch.save(
-        {
-            "state_dict": model.state_dict(),
-            "epoch": 0,
-            "global_step": 0,
-            CHECKPOINT_KEY: {
-                "model": OmegaConf.to_container(cfg.model, resolve=True),
-                "data": {
-                    "sampler": "all" if k is None else "uniform",
-                    "k": k,
-                    "stride": None,
-                    "max_frames": 300,
-                    "seed": 0,
-                    "mode": "frame",
-                    "num_classes": NUM_CLASSES,
-                },
-                "version": FORMAT_VERSION,
-            },
+    checkpoint = {"state_dict": model.state_dict(), "epoch": 0, "global_step": 0}
+    # The entry train.py's callback adds to every checkpoint it saves.
+    RunConfigInCheckpoint(
+        model_config=OmegaConf.to_container(cfg.model, resolve=True),
+        data_config={
+            "sampler": "all" if k is None else "uniform",
+            "k": k,
+            "stride": None,
+            "max_frames": 300,
+            "seed": 0,
+            "mode": "frame",
+            "num_classes": NUM_CLASSES,
         },
-        path,
-    )
+    ).on_save_checkpoint(None, model, checkpoint)
+    torch.save(checkpoint, path)
     return path
 
 
