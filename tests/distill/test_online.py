@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hydra_helpers import compose_config
-from vidistill.distill import OnlineMixtureDistillation, multilabel_bce, temperature_kl
+from vidistill.distill import OnlineMixtureDistillation, multilabel_bce, softmax_kl
 from vidistill.models import BackboneOutput, mixture_tree, nextvlad_small
 from vidistill.models.mixture import subtree
 from vidistill.runner import evaluate, train
@@ -27,11 +27,11 @@ def kl_by_hand(parent: list[float], child: list[float], t: float) -> float:
     return float((p * np.log(p / q)).sum())
 
 
-def test_temperature_kl_equals_the_formula():
+def test_softmax_kl_equals_the_formula():
     parent, child = [[2.0, -1.0, 0.5]], [[0.0, 1.0, -0.5]]
-    got = temperature_kl(torch.tensor(parent), torch.tensor(child), 2.0)
+    got = softmax_kl(torch.tensor(parent), torch.tensor(child), 2.0)
     assert got.item() == pytest.approx(kl_by_hand(parent[0], child[0], 2.0), rel=1e-6)
-    assert temperature_kl(torch.tensor(parent), torch.tensor(parent), 3.0).item() == pytest.approx(
+    assert softmax_kl(torch.tensor(parent), torch.tensor(parent), 3.0).item() == pytest.approx(
         0
     )
 

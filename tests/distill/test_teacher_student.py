@@ -68,18 +68,62 @@ def out(logits, embedding=None, **intermediate):
 # -- terms by hand ---------------------------------------------------------------------------
 
 
+def _sigmoid(z):
+    return 1 / (1 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
 def test_prediction_loss_by_hand():
-    teacher, student = out([[2.0, -1.0, 0.5]]), out([[0.0, 1.0, -0.5]])
-    p = np.exp([2.0, -1.0, 0.5]) / np.exp([2.0, -1.0, 0.5]).sum()
-    q = np.exp([0.0, 1.0, -0.5]) / np.exp([0.0, 1.0, -0.5]).sum()
-    kl = PredictionLoss("kl")(student, teacher, {})
-    assert kl.item() == pytest.approx(float((p * np.log(p / q)).sum()), rel=1e-6)
-    sigmoid = lambda z: 1 / (1 + np.exp(-np.array(z)))  # noqa: E731
-    mse = PredictionLoss("mse")(student, teacher, {})
-    expected = ((sigmoid([2.0, -1.0, 0.5]) - sigmoid([0.0, 1.0, -0.5])) ** 2).sum()
-    assert mse.item() == pytest.approx(float(expected), rel=1e-6)
-    with pytest.raises(ValueError, match="'kl' or 'mse', got 'l1'"):
+    z_t = [[2.0, -1.0, 0.5], [-3.0, 0.0, 4.0]]
+    z_s = [[0.0, 1.0, -0.5], [1.0, -2.0, 3.0]]
+    teacher, student = out(z_t), out(z_s)
+    temperature = 2.0
+    # Bernoulli KL per class, summed over classes, averaged over the 2 videos.
+    p, q = _sigmoid(np.array(z_t) / temperature), _sigmoid(np.array(z_s) / temperature)
+    bernoulli = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    got = PredictionLoss(temperature=temperature)(student, teacher, {})
+    assert PredictionLoss().distance == "bernoulli_kl"
+    assert got.item() == pytest.approx(float(bernoulli.sum(1).mean()), rel=1e-6)
+    # Squared error of the probabilities.
+    mse = PredictionLoss("mse", temperature)(student, teacher, {})
+    assert mse.item() == pytest.approx(float(((p - q) ** 2).sum(1).mean()), rel=1e-6)
+    # The softmax KL over classes, kept under its own name.
+    soft_p = np.exp(np.array(z_t) / temperature)
+    soft_p /= soft_p.sum(1, keepdims=True)
+    soft_q = np.exp(np.array(z_s) / temperature)
+    soft_q /= soft_q.sum(1, keepdims=True)
+    softmax = PredictionLoss("softmax_kl", temperature)(student, teacher, {})
+    expected = (soft_p * np.log(soft_p / soft_q)).sum(1).mean()
+    assert softmax.item() == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="one of bernoulli_kl, mse, softmax_kl, got 'l1'"):
         PredictionLoss("l1")
+    with pytest.raises(ValueError, match="now named softmax_kl"):
+        PredictionLoss("kl")
+
+
+def test_prediction_loss_sees_a_per_video_logit_shift():
+    """Student logits = teacher logits + 3: the same class ranking, every probability higher.
+    The softmax KL cannot tell; the probability distances can."""
+    torch.manual_seed(0)
+    z_t = torch.randn(8, 20) * 2
+    teacher, student = out(z_t.tolist()), out((z_t + 3.0).tolist())
+    assert PredictionLoss("softmax_kl")(student, teacher, {}).item() < 1e-6
+    assert PredictionLoss("bernoulli_kl")(student, teacher, {}).item() > 1.0
+    assert PredictionLoss("mse")(student, teacher, {}).item() > 0.5
+    assert PredictionLoss("bernoulli_kl")(teacher, teacher, {}).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_bernoulli_kl_is_finite_and_exact_for_saturated_logits():
+    """Computed from logits, it stays finite where the probabilities round to 0 or 1 in
+    float32, and keeps its gradient."""
+    z_t = torch.tensor([[40.0, -40.0, 0.0]])
+    z_s = torch.tensor([[-40.0, 40.0, 0.0]], requires_grad=True)
+    student = BackboneOutput(logits=z_s, embedding=z_s, intermediate={})
+    loss = PredictionLoss()(student, out(z_t.tolist()), {})
+    # Each saturated class contributes -log sigmoid(-40) = 40 nats; the third one nothing
+    # (float32 probabilities would give log(1 / 0) instead).
+    assert loss.item() == pytest.approx(80.0, rel=1e-4)
+    loss.backward()
+    assert torch.isfinite(z_s.grad).all() and z_s.grad.abs()[0, :2].min() > 0.9
 
 
 def test_representation_loss_is_summed_over_dims_and_averaged_over_the_batch():

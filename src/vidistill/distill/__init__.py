@@ -1,6 +1,13 @@
 """Distillation: training objectives as pluggable strategies, and their loss functions."""
 
-from vidistill.distill.losses import multilabel_bce, squared_error, temperature_kl
+from vidistill.distill.losses import (
+    PREDICTION_DISTANCES,
+    bernoulli_kl,
+    multilabel_bce,
+    probability_mse,
+    softmax_kl,
+    squared_error,
+)
 from vidistill.distill.strategies import LabelLoss, OnlineMixtureDistillation
 from vidistill.distill.teacher_student import (
     ClassificationLoss,
@@ -13,6 +20,7 @@ from vidistill.distill.teacher_student import (
 )
 
 __all__ = [
+    "PREDICTION_DISTANCES",
     "ClassificationLoss",
     "DistillationTerm",
     "FrozenTeacher",
@@ -22,7 +30,9 @@ __all__ = [
     "PredictionLoss",
     "RepresentationLoss",
     "TeacherStudentDistillation",
+    "bernoulli_kl",
     "multilabel_bce",
+    "probability_mse",
+    "softmax_kl",
     "squared_error",
-    "temperature_kl",
 ]

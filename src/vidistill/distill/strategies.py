@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from vidistill.distill.losses import multilabel_bce, temperature_kl
+from vidistill.distill.losses import multilabel_bce, softmax_kl
 from vidistill.models.base import BackboneOutput
 
 
@@ -57,7 +57,7 @@ class OnlineMixtureDistillation:
             parent = node.logits.detach() if self.stop_gradient else node.logits
             for child in node.members:
                 if self.temperature > 0:
-                    kl = temperature_kl(parent, child.logits, self.temperature)
+                    kl = softmax_kl(parent, child.logits, self.temperature)
                     add(f"kl/level{level + 1}", self.weight * kl)
                 visit(child, level + 1)
 

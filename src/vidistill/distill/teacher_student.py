@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from vidistill.distill.losses import multilabel_bce, squared_error, temperature_kl
+from vidistill.distill.losses import PREDICTION_DISTANCES, multilabel_bce, squared_error
 from vidistill.models.base import Backbone, BackboneOutput
 
 CLASSIFIER_MODES = ("separate", "shared")
@@ -127,19 +127,29 @@ class IntermediateRepresentationLoss(DistillationTerm):
 
 
 class PredictionLoss(DistillationTerm):
-    """L_pred: distance between the teacher's and the student's predictions.
+    """L_pred: distance between the teacher's and the student's predictions [B, C].
 
     Args:
-        distance: ``kl``: ``KL(softmax(z_T / T) || softmax(z_S / T))`` over classes (as in the
-            MOD paper); ``mse``: squared error between the sigmoid probabilities [B, C], summed
-            over classes.
-        temperature: T of the ``kl`` distance.
+        distance: ``bernoulli_kl`` (default): the per-class Bernoulli KL of the sigmoid
+            probabilities, summed over classes (:func:`~vidistill.distill.losses.bernoulli_kl`);
+            ``mse``: squared error of the sigmoid probabilities, summed over classes;
+            ``softmax_kl``: ``KL(softmax(z_T / T) || softmax(z_S / T))`` over classes.
+        temperature: T, dividing both sides' logits before the distance.
+
+    Why the default is not the softmax KL: the models are multi-label (one sigmoid per class)
+    and the fewer-frames paper's L_pred matches those per-class probabilities. A softmax over
+    classes is blind to a shift of all of a video's logits by one constant, which moves every
+    sigmoid, so a softmax-KL student can agree with the teacher on the ranking of classes while
+    its probabilities, and with them GAP's pooled ranking across videos, drift.
     """
 
-    def __init__(self, distance: str = "kl", temperature: float = 1.0):
+    def __init__(self, distance: str = "bernoulli_kl", temperature: float = 1.0):
         super().__init__()
-        if distance not in ("kl", "mse"):
-            raise ValueError(f"L_pred distance must be 'kl' or 'mse', got {distance!r}")
+        if distance not in PREDICTION_DISTANCES:
+            raise ValueError(
+                f"L_pred distance must be one of {', '.join(PREDICTION_DISTANCES)}, got "
+                f"{distance!r}" + (" (now named softmax_kl)" if distance == "kl" else "")
+            )
         if temperature <= 0:
             raise ValueError(f"L_pred temperature must be > 0, got {temperature}")
         self.distance, self.temperature = distance, float(temperature)
@@ -147,9 +157,9 @@ class PredictionLoss(DistillationTerm):
     def forward(
         self, student: BackboneOutput, teacher: BackboneOutput, batch: dict
     ) -> torch.Tensor:
-        if self.distance == "kl":
-            return temperature_kl(teacher.logits, student.logits, self.temperature)
-        return squared_error(torch.sigmoid(student.logits), torch.sigmoid(teacher.logits))
+        return PREDICTION_DISTANCES[self.distance](
+            teacher.logits, student.logits, self.temperature
+        )
 
 
 class ClassificationLoss(DistillationTerm):
