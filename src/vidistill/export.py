@@ -28,7 +28,7 @@ from torch import nn
 
 from vidistill.checkpoints import load_model
 from vidistill.data.records import FEATURE_SIZE, dequantize_coefficients
-from vidistill.models.mixture import subtree
+from vidistill.models.mixture import member_path, subtree
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def export(
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
     model, info = load_model(checkpoint)
-    backbone = subtree(model.backbone, member) if member else model.backbone
+    backbone = subtree(model.backbone, member)
+    member = member_path(member) or None
     wrapped = QuantizedInputModel(backbone).eval()
     data = info["data"]
     length = frames or data.get("k") or data.get("max_frames") or 300

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from vidistill.checkpoints import FRAME_SELECTION_KEYS, load_model
 from vidistill.data.datasets import YT8MDataset, dequantize_batch
-from vidistill.models.mixture import subtree
+from vidistill.models.mixture import member_path, subtree
 from vidistill.predict import open_prediction_file
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,16 @@ class Predictor:
     def __init__(
         self,
         checkpoint: str | os.PathLike,
-        member: Sequence[int] | None = None,
+        member: Sequence[int] | int | None = None,
         device: str | torch.device = "auto",
         frames: Mapping[str, Any] | None = None,
     ):
         model, info = load_model(checkpoint)
         self.model, self.info = model, info
         self.checkpoint = str(checkpoint)
-        self.member = list(member) if member else None
-        self.backbone = subtree(model.backbone, self.member) if self.member else model.backbone
+        self.backbone = subtree(model.backbone, member)
+        path = member_path(member)
+        self.member = list(path) if path else None
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)

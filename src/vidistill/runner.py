@@ -515,8 +515,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     Writes ``metrics.json`` to the run directory and returns the metrics.
     """
     model, info = load_model(cfg.ckpt)
-    if cfg.get("member"):
-        model.backbone = subtree(model.backbone, cfg.member)
+    model.backbone = subtree(model.backbone, cfg.get("member"))
     datamodule = _datamodule_for(cfg, info)
     split = cfg.get("split") or ("test" if datamodule.files.get("test") is not None else "val")
     if split not in ("val", "test"):

@@ -120,7 +120,14 @@ def test_depth_three_tree_trains_with_online_distillation(tmp_path):
         compose_config(tmp_path, [f"ckpt={checkpoint}", "member=[1,0,1]"], "eval", run="leaf")
     )
     assert 0.0 < leaf["test/gap"] <= 1.0 and leaf["test/gap"] != whole["test/gap"]
-    with pytest.raises(ValueError, match="index 2 out of range for a mixture of 2"):
+    # member=0 and member=0.0 (Hydra parses them as an int and a float; 0 is falsy) are [0].
+    first = [
+        evaluate(compose_config(tmp_path, [f"ckpt={checkpoint}", f"member={m}"], "eval", run=r))
+        for m, r in (("[0]", "list"), ("0", "int"), ("0.0", "float"))
+    ]
+    assert first[0]["test/gap"] != whole["test/gap"]
+    assert first[1] == first[0] and first[2] == first[0]
+    with pytest.raises(ValueError, match="index 2 is out of range for a mixture of 2 at"):
         evaluate(compose_config(tmp_path, [f"ckpt={checkpoint}", "member=[2]"], "eval", run="x"))
 
 
@@ -131,6 +138,13 @@ def test_subtree_is_the_member_used_alone():
     torch.testing.assert_close(
         subtree(tree, [1, 2])(frames, mask).logits, out.members[1].members[2].logits
     )
-    assert subtree(tree, []) is tree
-    with pytest.raises(ValueError, match="is a NeXtVLAD, not a mixture"):
+    assert subtree(tree, []) is tree and subtree(tree, None) is tree
+    assert subtree(tree, 1) is subtree(tree, [1]) is subtree(tree, 1.0) is subtree(tree, "1")
+    shape = r"\(the model is a mixture of 2 mixtures of 3 NeXtVLADs\)"
+    with pytest.raises(ValueError, match="is a NeXtVLAD, not a mixture " + shape):
         subtree(tree, [0, 0, 0])
+    with pytest.raises(ValueError, match="index 3 is out of range for a mixture of 3 at .1. " + shape):
+        subtree(tree, [1, 3])
+    for bad in (0.5, "first", [0, 1.5], True):
+        with pytest.raises(ValueError, match="a member path is a list of member indices"):
+            subtree(tree, bad)

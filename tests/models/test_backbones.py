@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 import torch
 import torch.nn.functional as F
 
@@ -14,6 +18,7 @@ from vidistill.models import (
     count_parameters,
     dbof_small,
     netvlad_small,
+    dbof_paper,
     nextvlad_paper,
     nextvlad_small,
 )
@@ -102,6 +107,17 @@ def test_nextvlad_paper_parameter_counts_match_the_papers():
     assert count_parameters(model.hidden) == pytest.approx(75.50e6, abs=5e3)
     assert count_parameters(model.gating) == pytest.approx(1.05e6, abs=5e3)
     assert count_parameters(model.classifier) == pytest.approx(7.91e6, abs=5e3)
+
+
+def test_dbof_paper_is_the_mod_papers_16m_baseline():
+    """MOD paper, Table 1: "DBoF Baseline 16M", 2048 clusters, hidden 1024, MoE of 5 experts,
+    at the segment task's 1000 classes; the preset file builds the same model."""
+    model = dbof_paper()
+    assert count_parameters(model) == pytest.approx(16e6, rel=0.03)
+    assert model.project.out_features == 2048 and model.hidden.out_features == 1024
+    preset = OmegaConf.load(Path(__file__).parents[2] / "conf" / "model" / "dbof_paper.yaml")
+    preset.backbone.num_classes = 1000
+    assert count_parameters(instantiate(preset.backbone)) == count_parameters(model)
 
 
 def test_nextvlad_pooling_matches_a_direct_loop():

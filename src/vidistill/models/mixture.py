@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -172,22 +173,65 @@ def mixture_tree(
     return build(list(branching))
 
 
-def subtree(model: Backbone, path: Sequence[int]) -> Backbone:
-    """The member of a mixture tree at ``path`` (member indices from the root), to use alone:
-    ``()`` is the whole model, ``(0,)`` the root's first member (in MixNeXtVLAD, one NeXtVLAD,
-    the paper's "NeXtVLAD distill"), ``(1, 2)`` the third leaf of the second sub-mixture."""
+def member_path(value: Any) -> tuple[int, ...] | None:
+    """A member path as given on a command line, normalized: ``None`` (the whole model),
+    ``0``, ``0.0``, ``"0"`` or ``[0]`` (the root's first member), ``[1, 2]``... Integral
+    floats count as integers (Hydra reads ``member=0.0`` as a float); anything else is a
+    ValueError. Range checks need the model: :func:`subtree`."""
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    path = []
+    for item in items:
+        number = item
+        if isinstance(item, str):
+            try:
+                number = float(item)
+            except ValueError:
+                number = None
+        if isinstance(number, bool) or not isinstance(number, int | float) or number != int(number):
+            raise ValueError(
+                f"member={value!r}: a member path is a list of member indices from the root, "
+                "e.g. 0, [0] or [1,2]"
+            )
+        path.append(int(number))
+    return tuple(path)
+
+
+def tree_shape(model: Backbone) -> str:
+    """The shape of a mixture tree in words, for messages: ``"mixture of 4 mixtures of 3
+    NeXtVLADs"``, or the class name of a model that is not a mixture."""
+    members = getattr(model, "members", None)
+    if not isinstance(members, nn.ModuleList):
+        return type(model).__name__
+    shapes = [_plural(tree_shape(member)) for member in members]
+    inner = shapes[0] if len(set(shapes)) == 1 else "(" + ", ".join(shapes) + ")"
+    return f"mixture of {len(members)} {inner}"
+
+
+def _plural(shape: str) -> str:
+    return "mixtures" + shape.removeprefix("mixture") if shape.startswith("mixture ") else shape + "s"
+
+
+def subtree(model: Backbone, path: Any) -> Backbone:
+    """The member of a mixture tree at ``path`` (member indices from the root, in any form
+    :func:`member_path` takes), to use alone: ``None`` or ``()`` is the whole model, ``(0,)``
+    the root's first member (in MixNeXtVLAD, one NeXtVLAD, the paper's "NeXtVLAD distill"),
+    ``(1, 2)`` the third leaf of the second sub-mixture. A path the tree does not have is a
+    ValueError naming the tree's shape."""
+    path = member_path(path) or ()
     node = model
     for depth, index in enumerate(path):
         members = getattr(node, "members", None)
-        if not isinstance(members, nn.ModuleList):
-            raise ValueError(
-                f"member path {list(path)}: the node at {list(path[:depth])} is a "
-                f"{type(node).__name__}, not a mixture"
+        if not isinstance(members, nn.ModuleList) or not 0 <= index < len(members):
+            where = (
+                f"the node at {list(path[:depth])} is a {type(node).__name__}, not a mixture"
+                if not isinstance(members, nn.ModuleList)
+                else f"index {index} is out of range for a mixture of {len(members)} at "
+                f"{list(path[:depth])}"
             )
-        if not 0 <= index < len(members):
             raise ValueError(
-                f"member path {list(path)}: index {index} out of range for a mixture of "
-                f"{len(members)} at {list(path[:depth])}"
+                f"member path {list(path)}: {where} (the model is a {tree_shape(model)})"
             )
         node = members[index]
     return node
