@@ -75,6 +75,19 @@ RUN_IDENTITY = (
 # out of the run that trains the teacher first.
 DISTILLATION_CALLBACKS = ("loss_schedule",)
 PREDICTIONS_FILE = "predictions.csv"
+# A run whose trainer kept no checkpoint saves its final weights under this name.
+FINAL_CHECKPOINT = "final.ckpt"
+# Trainer settings of a debugging run (conf/debug/) that the runs it trains first (teacher,
+# video-level pretraining) inherit, so that a smoke test of a student stays a smoke test.
+DEBUG_TRAINER_KEYS = (
+    "fast_dev_run",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "overfit_batches",
+    "detect_anomaly",
+    "profiler",
+)
 # What predict.py prints of its summary.
 SUMMARY_SHOWN = ("videos", "skipped_records", "seconds", "videos_per_second")
 
@@ -176,7 +189,7 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> float | None:
     trainer = _trainer(cfg, callbacks)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = _best_checkpoint(trainer)
+    best = _best_checkpoint(trainer) or _save_final_checkpoint(trainer, cfg)
     metrics: dict[str, float] = {}
     metrics.update(
         _first(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False))
@@ -369,6 +382,9 @@ def _pretraining_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
         if "generator" in stage.data and "generator" in cfg.data:
             stage.data.generator = copy.deepcopy(cfg.data.generator)
         stage.task_name = f"{cfg.task_name}/{PRETRAINED_DIR}"
+        for key in DEBUG_TRAINER_KEYS:
+            if cfg.trainer.get(key) is not None:
+                stage.trainer[key] = cfg.trainer[key]
         stage.pretrain.enabled = False
         stage.ckpt_path = AUTO
     return stage
@@ -693,6 +709,15 @@ def _write_metrics(trainer: pl.Trainer, cfg: DictConfig, record: dict[str, Any])
     path.write_text(json.dumps(record, indent=2, default=str))
     log.info("metrics written to %s", path)
     print(format_metrics(record["metrics"]))
+
+
+def _save_final_checkpoint(trainer: pl.Trainer, cfg: DictConfig) -> str:
+    """Save the trained weights when no checkpoint callback did (``fast_dev_run`` switches
+    checkpointing off, so does ``callbacks=none``): the run is evaluated from this file, and a
+    student or finetuning run that trained it first starts from it."""
+    path = Path(cfg.paths.output_dir) / "checkpoints" / FINAL_CHECKPOINT
+    trainer.save_checkpoint(path)  # every rank calls it; the global zero writes
+    return str(path)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> str | None:

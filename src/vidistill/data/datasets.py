@@ -351,6 +351,8 @@ class YT8MDataset(IterableDataset):
         train: shuffle file order and samples each epoch, draw random frames per epoch, and
             equalize ranks under DDP. Evaluation is deterministic and reads every record.
         shuffle_buffer: samples held for shuffling in training (0 disables it).
+        shuffle: False keeps training batches in file order, the same every epoch (to overfit
+            a few batches while debugging); the ranks are still equalized.
         num_workers: the DataLoader's worker count (needed to size ranges and ``len``).
         rank, world_size: DDP placement; read from ``torch.distributed`` when not given.
         on_corrupt: ``"raise"`` stops at the first bad record; ``"skip"`` logs every bad record
@@ -376,6 +378,7 @@ class YT8MDataset(IterableDataset):
         max_frames: int = 300,
         train: bool = False,
         shuffle_buffer: int = 1024,
+        shuffle: bool = True,
         seed: int = 0,
         num_workers: int = 0,
         rank: int | None = None,
@@ -413,6 +416,7 @@ class YT8MDataset(IterableDataset):
             )
         self.train = train
         self.shuffle_buffer = shuffle_buffer
+        self.shuffle = shuffle
         self.seed = seed
         self.num_workers = num_workers
         self.rank = rank
@@ -445,7 +449,7 @@ class YT8MDataset(IterableDataset):
 
     def _file_order(self) -> list[int]:
         order = list(range(len(self.files)))
-        if self.train:
+        if self.train and self.shuffle:
             np.random.default_rng([self.seed, self.epoch]).shuffle(order)
         return order
 
@@ -493,7 +497,7 @@ class YT8MDataset(IterableDataset):
         rank, world = self._placement()
         consumer = rank * max(self.num_workers, 1) + worker
         samples = self._samples(self._ranges(rank, world, worker))
-        if self.train and self.shuffle_buffer > 1:
+        if self.train and self.shuffle and self.shuffle_buffer > 1:
             samples = _shuffled(
                 samples,
                 self.shuffle_buffer,
