@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from vidistill.models import (
     DBoF,
@@ -16,9 +16,9 @@ from vidistill.models import (
     NetVLAD,
     NeXtVLAD,
     count_parameters,
+    dbof_paper,
     dbof_small,
     netvlad_small,
-    dbof_paper,
     nextvlad_paper,
     nextvlad_small,
 )
