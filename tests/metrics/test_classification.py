@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ddp_helpers import run_on_two_ranks
+from vidistill.metrics.bootstrap import gap_bootstrap_interval
 from vidistill.metrics import (
     PERR,
     GlobalAveragePrecision,
@@ -202,6 +203,8 @@ def _ddp_worker(rank: int, data_file: str, out_dir: str) -> None:
         metrics.update(preds[rows], labels[rows])
         start = rows.stop
     uneven = collection_values(metrics)
+    with metrics["gap"].sync_context():
+        uneven["gap_interval"] = metrics["gap"].bootstrap_interval(200, seed=3)
     # A rank that receives no data at all (possible with evaluation sharding).
     metrics.reset()
     if rank == 0:
@@ -222,6 +225,8 @@ def test_ddp_two_processes_equal_single_process(tmp_path):
     expected = functional_values(preds, labels)
     for rank in range(2):
         result = torch.load(tmp_path / f"rank{rank}.pt")
+        interval = result["uneven"].pop("gap_interval")
+        assert interval == gap_bootstrap_interval(preds, labels, TOP_K, resamples=200, seed=3)
         assert_matches(result["uneven"], expected)
         assert_matches(result["one_empty"], expected)
     # The halves alone give different numbers, so the sync did real work.

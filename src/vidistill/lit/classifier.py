@@ -56,6 +56,11 @@ class VideoClassifier(pl.LightningModule):
             5-frame segments: the 2019 challenge's MAP@K over the evaluated segments, ``map_k``).
         dropout: when set, the rate of every dropout layer of the backbone (the MOD paper
             finetunes on segments with 0.75, whatever the model).
+        bootstrap_resamples: the test GAP's 95% percentile bootstrap interval over this many
+            resamples of the test videos is logged as ``test/gap_ci_low`` and
+            ``test/gap_ci_high`` (0: not computed).
+        bootstrap_seed: seeds the resamples; fixed, so every model of a comparison is scored on
+            the same resamples of one test set.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class VideoClassifier(pl.LightningModule):
         task: str = "video",
         map_k: int = 100_000,
         dropout: float | None = None,
+        bootstrap_resamples: int = 1000,
+        bootstrap_seed: int = 0,
     ):
         super().__init__()
         if placement is not None:  # plain strings: checkpoints hold no config objects
@@ -182,6 +189,13 @@ class VideoClassifier(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
+        if self.hparams.task == "video" and self.hparams.bootstrap_resamples:
+            gap = self.test_metrics["gap"]
+            with gap.sync_context():
+                low, high = gap.bootstrap_interval(
+                    self.hparams.bootstrap_resamples, seed=self.hparams.bootstrap_seed
+                )
+            self.log_dict({"test/gap_ci_low": low, "test/gap_ci_high": high})
         self.test_metrics.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:

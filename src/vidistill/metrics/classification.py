@@ -31,6 +31,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
 from torchmetrics.utilities.distributed import gather_all_tensors
 
+from vidistill.metrics.bootstrap import draw_counts, interval, resampled_gaps
 from vidistill.metrics.functional import (
     ArrayLike,
     _check_inputs,
@@ -116,12 +117,20 @@ class GlobalAveragePrecision(_TopKMetric):
     def __init__(self, top_k: int = 20, **kwargs: Any) -> None:
         super().__init__(top_k=top_k, **kwargs)
         self.add_state("num_positives", default=torch.tensor(0), dist_reduce_fx="sum")
+        # Positives per video, in the order of the kept entries: what a bootstrap resample of
+        # the videos needs (see bootstrap_interval).
+        self.add_state("video_positives", default=[], dist_reduce_fx="cat")
+
+    def _list_state_dtypes(self) -> dict[str, torch.dtype]:
+        return {**super()._list_state_dtypes(), "video_positives": torch.int32}
 
     def update(self, preds: ArrayLike, target: ArrayLike) -> None:
         """Accumulate a batch: ``preds`` ``[n, C]`` float scores, ``target`` ``[n, C]`` labels."""
         preds, target = _check_inputs(preds, target)
         self._append_top_k(preds, target)
-        self.num_positives += _positives_per_class(target).sum().to(self.num_positives.device)
+        per_video = (target > 0).sum(1)
+        self.video_positives.append(per_video.to(torch.int32))
+        self.num_positives += per_video.sum().to(self.num_positives.device)
 
     def compute(self) -> Tensor:
         """GAP as a 0-d float64 tensor (0 with no positives)."""
@@ -129,6 +138,20 @@ class GlobalAveragePrecision(_TopKMetric):
         if pooled is None:
             return torch.zeros((), dtype=torch.float64, device=self.device)
         return _gap_from_top_k(*pooled, self.num_positives)
+
+    def bootstrap_interval(
+        self, resamples: int = 1000, level: float = 0.95, seed: int = 0
+    ) -> tuple[float, float]:
+        """Percentile bootstrap interval of GAP over resamples of the videos seen so far (on
+        every rank: call it inside ``sync_context()`` under DDP); see
+        :func:`vidistill.metrics.bootstrap.gap_bootstrap_interval`. NaNs with no video."""
+        pooled = self._pooled()
+        if pooled is None:
+            return float("nan"), float("nan")
+        positives = _cat_state(self.video_positives)
+        scores, labels = (x.view(len(positives), -1) for x in pooled)
+        counts = draw_counts(len(positives), resamples, seed)
+        return interval(resampled_gaps(scores, labels, positives, counts), level)
 
 
 class MeanAveragePrecision(_TopKMetric):
