@@ -29,6 +29,7 @@ def test_every_preset_composes_with_its_sweep(preset):
     params = cfg.hydra.sweeper.params
     assert params, preset
     assert cfg.task_name == preset
+    assert params.seed == "0,1,2", preset  # every arm over three seeds by default
     if preset.startswith("fewer_frames_baselines"):
         assert params["data.sampler"].split(",") == [
             "uniform",
@@ -73,19 +74,30 @@ def check_arm(preset: str, arm: str) -> None:
 
 @pytest.mark.slow
 def test_baselines_sweep(tmp_path):
+    """seed=0,1 on the command line replaces the preset's three seeds."""
     directory = run_sweep(
         tmp_path,
-        ["experiment=fewer_frames_baselines", *SMALL_NEXTVLAD, "data.sampler=first,uniform", "k=4"],
+        [
+            "experiment=fewer_frames_baselines",
+            *SMALL_NEXTVLAD,
+            "data.sampler=first,uniform",
+            "k=4",
+            "seed=0,1",
+        ],
     )
     table = collect(directory)
-    assert sorted(table["data.sampler"]) == ["first", "uniform"]
+    assert sorted(table["data.sampler"]) == ["first", "first", "uniform", "uniform"]
+    assert sorted(table["seed"]) == ["0", "0", "1", "1"]
     assert (table["status"] == "done").all() and table["val/gap"].between(0, 1).all()
+    arms = collect(directory, by_arm=True)
+    assert sorted(arms["data.sampler"]) == ["first", "uniform"] and (arms["n"] == 2).all()
 
 
 @pytest.mark.slow
 def test_losses_sweep(tmp_path):
     overrides = [
         "experiment=fewer_frames_losses",
+        "seed=0",
         *SMALL_NEXTVLAD,
         "k=4",
         "distill=parallel",
@@ -101,6 +113,7 @@ def test_losses_sweep(tmp_path):
 def test_backbones_sweep(tmp_path):
     overrides = [
         "experiment=fewer_frames_backbones",
+        "seed=0",
         "model=hrnn",
         "model.backbone.lower_size=16",
         "model.backbone.upper_size=16",
@@ -114,6 +127,7 @@ def test_backbones_sweep(tmp_path):
 def test_mod_temperature_sweep(tmp_path):
     overrides = [
         "experiment=mod_temperature",
+        "seed=0",
         "variant=mix_t0,mix_t20",
         "model=mix",  # so that the leaf overrides below also fit the config Hydra composes first
         "model.backbone.leaf.clusters=4",
@@ -148,6 +162,7 @@ def test_serial_jobs_of_a_sweep_share_one_locked_teacher(tmp_path):
     <sweep>/teachers/, while the other job waits for it; both students distill from it."""
     overrides = [
         "experiment=fewer_frames_losses",
+        "seed=0",
         *SMALL_NEXTVLAD,
         "k=4",
         "distill=serial",
@@ -173,6 +188,7 @@ def test_mod_finetune_sweep_pretrains_once_and_finetunes(tmp_path):
     the segment model from it; a scratch arm does not."""
     overrides = [
         "experiment=mod_finetune",
+        "seed=0",
         "variant=scratch_nextvlad,pretrained_nextvlad",
         *SMALL_NEXTVLAD,
         "data.eval_batch_size=16",

@@ -30,6 +30,7 @@ SWEEPS = {
     # Two samplers x two k: two points per line of GAP against k.
     "baselines": [
         "experiment=fewer_frames_baselines",
+        "seed=0",
         *SMALL_NEXTVLAD,
         "data.sampler=uniform,first",
         "k=6,10",
@@ -38,6 +39,7 @@ SWEEPS = {
     # parallel one.
     "students": [
         "experiment=fewer_frames_losses",
+        "seed=0",
         *SMALL_NEXTVLAD,
         "distill=serial,parallel",
         "losses=rep_pred_ce",
@@ -49,6 +51,7 @@ SWEEPS = {
     # classifiers' weight decay makes the runs log train/l2, the regularization loss curve.
     "mod": [
         "experiment=mod_temperature",
+        "seed=0",
         "variant=mix_t0,mix_t20",
         "model=mix",
         "model.backbone.branching=[2]",

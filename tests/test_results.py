@@ -201,3 +201,80 @@ def test_collect_a_real_multirun(tmp_path):
     varying = results.varying_columns(frame)
     assert "k" in varying and "model" not in varying and "data.generator.num_train" not in varying
     assert varying[:2] == ["run", "status"] and "val/gap" in varying
+
+
+# -- arms over seeds -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Path:
+    """Two arms (uniform, random at k=10) over seeds 0-2, plus a lone third arm; the random
+    arm's seed 2 crashed."""
+    root = tmp_path / "seeds"
+    gaps = {"uniform": [0.70, 0.72, 0.71], "random": [0.66, 0.69, None]}
+    job = 0
+    for sampler, values in gaps.items():
+        for seed, value in enumerate(values):
+            metrics = None if value is None else {"test/gap": value, "test/map": value - 0.1}
+            write_run(root / str(job), [f"data.sampler={sampler}", "k=10", f"seed={seed}"], metrics)
+            job += 1
+    write_run(root / str(job), ["data.sampler=first", "k=10", "seed=0"], {"test/gap": 0.3})
+    return root
+
+
+def test_summarize_groups_runs_by_arm_with_mean_sd_and_n(seeded):
+    table = collect(seeded, by_arm=True)
+    assert list(table["data.sampler"]) == ["uniform", "random", "first"]  # k is constant
+    assert "k" not in table and "seed" not in table
+    uniform, random, first = (row for _, row in table.iterrows())
+    assert uniform["n"] == 3 and uniform["seeds"] == "0 1 2"
+    assert uniform["test/gap"] == pytest.approx(0.71)
+    assert uniform["test/gap sd"] == pytest.approx(0.01)  # sample sd (n - 1)
+    assert random["n"] == 2 and random["test/gap"] == pytest.approx(0.675)
+    assert random["test/gap sd"] == pytest.approx(0.0212132, rel=1e-5)
+    assert first["n"] == 1 and pd.isna(first["test/gap sd"]) and pd.isna(first["test/map"])
+
+
+def test_paired_difference_over_common_seeds(seeded):
+    table = collect(seeded)
+    diff = results.paired_difference(
+        table, "test/gap", {"data.sampler": "uniform"}, {"data.sampler": "random"}
+    )
+    # Seeds 0 and 1 pair up (seed 2 of random crashed): differences 0.04 and 0.03.
+    assert diff["n"] == 2 and diff["mean"] == pytest.approx(0.035)
+    assert diff["sd"] == pytest.approx(0.00707107, rel=1e-5)
+    half = 12.7062047 * 0.00707107 / 2**0.5  # t(0.975, 1 dof) * sd / sqrt(n)
+    assert diff["low"] == pytest.approx(0.035 - half, rel=1e-5)
+    assert diff["high"] == pytest.approx(0.035 + half, rel=1e-5)
+    lone = results.paired_difference(
+        table, "test/gap", {"data.sampler": "first"}, {"data.sampler": "uniform"}
+    )
+    assert lone["n"] == 1 and lone["mean"] == pytest.approx(-0.4) and pd.isna(lone["low"])
+    with pytest.raises(ValueError, match="several runs of one seed"):
+        results.paired_difference(table, "test/gap", {"k": "10"}, {"data.sampler": "first"})
+    with pytest.raises(ValueError, match="unknown columns: model"):
+        results.paired_difference(table, "test/gap", {"model": "x"}, {"k": "10"})
+
+
+def test_runs_without_a_seed_override_take_their_configs(tmp_path):
+    write_run(tmp_path / "a", ["k=1"], {"val/gap": 0.5}, config={"seed": 7})
+    assert list(collect(tmp_path)["seed"]) == ["7"]
+
+
+def test_command_line_by_arm_and_compare(seeded, capsys):
+    assert main([str(seeded), "--by-arm", "--columns", "test/gap"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("|")[1:-1] == [
+        " data.sampler ",
+        " n ",
+        " seeds ",
+        " test/gap ",
+        " test/gap sd ",
+    ]
+    assert "| uniform      | 3 | 0 1 2 |   0.7100 |      0.0100 |" in lines
+    arms = ["data.sampler=uniform k=10", "data.sampler=random k=10"]
+    assert main([str(seeded), "--compare", *arms]) == 0
+    out = capsys.readouterr().out
+    assert "| test/gap | 0.0350 |" in out and "| test/map | 0.0350 |" in out
+    assert main([str(seeded), "--compare", "data.sampler", "k=10"]) == 2
+    assert "an arm is space-separated key=value" in capsys.readouterr().err

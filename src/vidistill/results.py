@@ -18,6 +18,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from scipy.stats import t as student_t
 
 METRICS_FILE = "metrics.json"  # as vidistill.runner writes it (not imported: that loads torch)
 TEACHER_DIR = "teacher"
@@ -41,9 +43,11 @@ FLOPS_COLUMNS = ("flops_paper", "flops_total")
 # Counts that are whole numbers but become NaN on a missing run: kept as nullable integers so
 # they neither turn into floats nor print with decimals.
 INTEGER_COLUMNS = ("params", "epochs", *FLOPS_COLUMNS)
+# What tells runs of one arm apart: their seed.
+SEED_COLUMNS = ("seed",)
 
 
-def collect(multirun_dir: str | Path, flops: bool = False) -> pd.DataFrame:
+def collect(multirun_dir: str | Path, flops: bool = False, by_arm: bool = False) -> pd.DataFrame:
     """One row per run under ``multirun_dir`` (a Hydra multirun directory or any tree of runs),
     sorted naturally by its relative path (job 2 before job 10).
 
@@ -54,6 +58,8 @@ def collect(multirun_dir: str | Path, flops: bool = False) -> pd.DataFrame:
     with ``flops=True`` ``flops_paper`` and ``flops_total`` (multiply-adds per video at the
     frames the model sees, see :func:`vidistill.flops.count`). Whatever a run lacks is NaN (NA
     in the integer columns). No runs: an empty frame with the ``run`` and ``status`` columns.
+    ``attrs["overrides"]`` and ``attrs["metrics"]`` name the override and metric columns.
+    With ``by_arm``, the table of :func:`summarize` instead: one row per arm, mean, sd and n.
     """
     root = Path(multirun_dir)
     if not root.is_dir():
@@ -69,7 +75,101 @@ def collect(multirun_dir: str | Path, flops: bool = False) -> pd.DataFrame:
     for column in INTEGER_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype("Int64")
-    return frame
+    frame.attrs["overrides"] = list(dict.fromkeys(key for run in runs for key in run[1]))
+    frame.attrs["metrics"] = list(dict.fromkeys(key for run in runs for key in run[2]))
+    return summarize(frame) if by_arm else frame
+
+
+def arm_columns(df: pd.DataFrame) -> list[str]:
+    """The override columns that tell the arms of a sweep apart: those whose values differ
+    between runs, less ``seed`` (runs of one arm differ only by it)."""
+    overrides = df.attrs.get("overrides", [])
+    return [
+        column
+        for column in overrides
+        if column not in SEED_COLUMNS and df[column].nunique(dropna=False) > 1
+    ]
+
+
+def summarize(df: pd.DataFrame, by: list[str] | None = None) -> pd.DataFrame:
+    """One row per arm of the finished runs of ``df`` (a :func:`collect` table): the arm's
+    override values (``by``, default :func:`arm_columns`), ``n`` (finished runs), ``seeds``,
+    and for every metric its mean (column ``<metric>``) and sample standard deviation
+    (``<metric> sd``, NaN for one run). Arms keep the order they first appear in."""
+    by = arm_columns(df) if by is None else list(by)
+    metrics = [m for m in df.attrs.get("metrics", []) if m in df]
+    done = df[df["status"] == "done"] if "status" in df else df
+    rows = []
+    groups = done.groupby(by, sort=False, dropna=False) if by else [((), done)]
+    for key, runs in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
+        row["n"] = len(runs)
+        row["seeds"] = (
+            " ".join(sorted(runs["seed"].astype(str), key=_natural_key)) if "seed" in runs else ""
+        )
+        for metric in metrics:
+            values = runs[metric].astype(float)
+            row[metric] = values.mean()
+            row[f"{metric} sd"] = values.std(ddof=1) if values.count() > 1 else math.nan
+        rows.append(row)
+    summary = pd.DataFrame(
+        rows, columns=[*by, "n", "seeds", *(c for m in metrics for c in (m, f"{m} sd"))]
+    )
+    summary.attrs["metrics"] = metrics
+    return summary
+
+
+def paired_difference(
+    df: pd.DataFrame,
+    metric: str,
+    arm_a: Mapping[str, str],
+    arm_b: Mapping[str, str],
+    level: float = 0.95,
+) -> dict[str, float]:
+    """``metric`` of arm a minus arm b, paired by seed: the runs of each arm are matched on
+    their ``seed`` (seeds one arm lacks are left out), and the differences give ``mean``,
+    ``sd`` (sample), ``n`` and the ``level`` t-interval ``low``, ``high`` of their mean (NaN
+    with one pair). An arm is a mapping of override columns to values as written
+    (``{"data.sampler": "uniform", "k": "10"}``)."""
+    a, b = (_runs_by_seed(df, arm, metric) for arm in (arm_a, arm_b))
+    common = sorted(set(a.index) & set(b.index), key=_natural_key)
+    if not common:
+        raise ValueError(f"arms {dict(arm_a)} and {dict(arm_b)} share no seed with {metric}")
+    diffs = (a[common] - b[common]).to_numpy(dtype=float)
+    n = len(diffs)
+    mean = float(diffs.mean())
+    sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half}
+
+
+def _runs_by_seed(df: pd.DataFrame, arm: Mapping[str, str], metric: str) -> pd.Series:
+    """The arm's finished runs' ``metric`` indexed by seed; ValueError for an unknown column,
+    no matching run or two runs of one seed."""
+    unknown = [key for key in [*arm, "seed", metric] if key not in df]
+    if unknown:
+        raise ValueError(f"unknown columns: {', '.join(unknown)}")
+    chosen = df[df["status"] == "done"] if "status" in df else df
+    for key, value in arm.items():
+        chosen = chosen[chosen[key].astype(str) == str(value)]
+    chosen = chosen.dropna(subset=[metric])
+    if chosen.empty:
+        raise ValueError(f"no finished run of the arm {dict(arm)} has {metric}")
+    seeds = chosen["seed"].astype(str)
+    if seeds.duplicated().any():
+        raise ValueError(
+            f"the arm {dict(arm)} has several runs of one seed: name the arm by more overrides"
+        )
+    return pd.Series(chosen[metric].to_numpy(dtype=float), index=seeds.to_numpy())
+
+
+def parse_arm(text: str) -> dict[str, str]:
+    """``"data.sampler=uniform k=10"`` -> ``{"data.sampler": "uniform", "k": "10"}``."""
+    pairs = [item.partition("=") for item in text.split()]
+    if not pairs or any(not key or not sep for key, sep, _ in pairs):
+        raise ValueError(f"an arm is space-separated key=value overrides, got {text!r}")
+    return {key: value for key, _, value in pairs}
 
 
 def varying_columns(df: pd.DataFrame) -> list[str]:
@@ -128,12 +228,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--varying", action="store_true", help="only the columns whose values differ between runs"
     )
+    parser.add_argument(
+        "--by-arm",
+        action="store_true",
+        help="one row per arm (runs differing only by seed): n, seeds, mean and sd per metric",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("ARM_A", "ARM_B"),
+        help='paired difference A - B over seeds, e.g. "k=10 data.sampler=uniform" "k=10 '
+        'data.sampler=random"; --columns picks the metrics (default: all)',
+    )
     args = parser.parse_args(argv)
     try:
         frame = collect(args.multirun_dir, flops=args.flops)
         if frame.empty:
             raise ValueError(f"{args.multirun_dir}: no runs (no metrics.json nor .hydra/ below)")
         columns = args.columns.split(",") if args.columns else None
+        if args.compare:
+            print(to_markdown(_comparison(frame, *args.compare, columns)))
+            return 0
+        if args.by_arm:
+            frame = summarize(frame)
+            if columns:
+                arms = [c for c in frame.columns if c not in _metric_columns(frame)]
+                columns = arms + [c for m in columns for c in (m, f"{m} sd") if c in frame]
         if args.varying:
             varying = varying_columns(frame)
             columns = [c for c in columns if c in varying] if columns else varying
@@ -142,6 +262,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _metric_columns(summary: pd.DataFrame) -> set[str]:
+    metrics = summary.attrs.get("metrics") or []
+    return {c for m in metrics for c in (m, f"{m} sd")}
+
+
+def _comparison(
+    frame: pd.DataFrame, arm_a: str, arm_b: str, metrics: list[str] | None
+) -> pd.DataFrame:
+    """The CLI's --compare table: one row per metric, the paired difference of A - B."""
+    a, b = parse_arm(arm_a), parse_arm(arm_b)
+    rows = []
+    for metric in metrics or frame.attrs.get("metrics", []):
+        try:
+            diff = paired_difference(frame, metric, a, b)
+        except ValueError:
+            if metrics:  # asked for by name: say why not
+                raise
+            continue
+        rows.append({"metric": metric, **diff})
+    return pd.DataFrame(rows, columns=["metric", "mean", "sd", "n", "low", "high"])
 
 
 def _run_directories(root: Path) -> list[Path]:
@@ -186,7 +328,11 @@ def _read_run(
     if flops:
         counts = _flops_of(record.get("config", {})) if record is not None else {}
         extra.update({key: counts.get(key) for key in FLOPS_COLUMNS})
-    return identity, _overrides(directory / HYDRA_DIR / OVERRIDES_FILE), metrics, extra
+    overrides = _overrides(directory / HYDRA_DIR / OVERRIDES_FILE)
+    if "seed" not in overrides and record is not None and "seed" in record.get("config", {}):
+        # Runs are paired by seed, so every run has one, overridden or not.
+        overrides["seed"] = str(record["config"]["seed"])
+    return identity, overrides, metrics, extra
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
