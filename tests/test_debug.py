@@ -4,6 +4,7 @@ a teacher or a video-level model first."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pandas as pd
 
@@ -28,6 +29,9 @@ def test_fast_dev_run_of_a_teacher_first_command(tmp_path):
     assert student["global_step"] == 1
     assert student["config"]["distill"]["teacher"]["checkpoint"] == teacher["best_checkpoint"]
     assert 0 <= student["metrics"]["test/gap"] <= 1
+    # The record names the code that made it.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert student["git_commit"].removesuffix("-dirty") == head.strip()
 
 
 def test_fast_dev_run_of_a_pretraining_first_command(tmp_path):
@@ -74,3 +78,24 @@ def test_profiler_debug_run(tmp_path):
     train(cfg)
     report = (tmp_path / "run" / "fit-profile.txt").read_text()
     assert "Profiler Report" in report and "run_training_epoch" in report
+
+
+def test_a_teacher_kept_without_its_checkpoint_is_trained_again(tmp_path):
+    """Evidence directories keep a teacher's record but not its checkpoint: a student that
+    needs it trains it again instead of failing on the missing file."""
+    shared = tmp_path / "teachers"
+    overrides = [
+        *NEXTVLAD,
+        "distill=serial",
+        "k=5",
+        "debug=fdr",
+        f"distill.teacher.shared_dir={shared}",
+    ]
+    train(compose_config(tmp_path, overrides, run="first"))
+    (teacher,) = [path for path in shared.iterdir() if path.is_dir()]
+    checkpoint = teacher / "checkpoints" / FINAL_CHECKPOINT
+    assert checkpoint.is_file()
+    checkpoint.unlink()
+    train(compose_config(tmp_path, overrides, run="second"))
+    assert checkpoint.is_file()
+    assert record(tmp_path / "second")["teacher"]["best_checkpoint"] == str(checkpoint)

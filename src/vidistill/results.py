@@ -132,7 +132,7 @@ def paired_difference(
     ``sd`` (sample), ``n`` and the ``level`` t-interval ``low``, ``high`` of their mean (NaN
     with one pair). An arm is a mapping of override columns to values as written
     (``{"data.sampler": "uniform", "k": "10"}``)."""
-    a, b = (_runs_by_seed(df, arm, metric) for arm in (arm_a, arm_b))
+    a, b = (arm_values(df, arm, metric) for arm in (arm_a, arm_b))
     common = sorted(set(a.index) & set(b.index), key=_natural_key)
     if not common:
         raise ValueError(f"arms {dict(arm_a)} and {dict(arm_b)} share no seed with {metric}")
@@ -144,7 +144,7 @@ def paired_difference(
     return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half}
 
 
-def _runs_by_seed(df: pd.DataFrame, arm: Mapping[str, str], metric: str) -> pd.Series:
+def arm_values(df: pd.DataFrame, arm: Mapping[str, str], metric: str) -> pd.Series:
     """The arm's finished runs' ``metric`` indexed by seed; ValueError for an unknown column,
     no matching run or two runs of one seed."""
     unknown = [key for key in [*arm, "seed", metric] if key not in df]

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -211,12 +212,32 @@ def _train(cfg: DictConfig, overrides: list[str] | None) -> float | None:
             "overrides": overrides,
             "params": count_parameters(model.backbone),  # the student's alone when distilling
             "wall_time": time.perf_counter() - start,
+            "git_commit": git_commit(),
             **({"teacher": teacher_record} if teacher_record else {}),
             **({"pretrained": pretrained_record} if pretrained_record else {}),
         },
     )
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None or math.isnan(value) else value
+
+
+@functools.cache
+def git_commit() -> str | None:
+    """The commit of the code running, ``<sha>-dirty`` with uncommitted changes to tracked
+    files, None outside a git checkout (an installed package)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=here, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        sha = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
 
 
 def job_overrides() -> list[str] | None:
@@ -405,16 +426,31 @@ def _train_once(
     the run from its last checkpoint)."""
     record_path = directory / METRICS_FILE
     with _exclusive(directory) if shared else contextlib.nullcontext():
-        if not record_path.is_file():
+        if not _usable_record(record_path):
             log.info("%s: training the %s first, in %s", cfg.task_name, what, directory)
             # Such a run's identity is its directory, not the job that happens to train it.
-            _train(run_config(directory), overrides=None)
+            stage = run_config(directory)
+            with open_dict(stage):
+                stage.skip_finished = False  # a record without its checkpoint is retrained
+            _train(stage, overrides=None)
         else:
             log.info("%s: reusing the %s trained in %s", cfg.task_name, what, directory)
     record = json.loads(record_path.read_text())
     if not record.get("best_checkpoint"):
         raise RuntimeError(f"{record_path}: the {what} run saved no checkpoint to start from")
     return directory, record
+
+
+def _usable_record(path: Path) -> bool:
+    """Whether a prerequisite run's record is there with the checkpoint it names (records are
+    kept as evidence without their checkpoints; such a run is trained again)."""
+    if not path.is_file():
+        return False
+    best = json.loads(path.read_text()).get("best_checkpoint")
+    if best and not Path(best).is_file():
+        log.warning("%s names %s, which is gone: training that run again", path, best)
+        return False
+    return True
 
 
 def _shared_directory(
