@@ -50,6 +50,7 @@ def test_every_preset_composes_with_its_sweep(preset):
             "mix_t10",
             "mix_t20",
             "nextvlad",
+            "nextvlad_leaf",
             "mod_t20",
         ]
     if preset.endswith("_paper"):

@@ -31,9 +31,7 @@ def test_softmax_kl_equals_the_formula():
     parent, child = [[2.0, -1.0, 0.5]], [[0.0, 1.0, -0.5]]
     got = softmax_kl(torch.tensor(parent), torch.tensor(child), 2.0)
     assert got.item() == pytest.approx(kl_by_hand(parent[0], child[0], 2.0), rel=1e-6)
-    assert softmax_kl(torch.tensor(parent), torch.tensor(parent), 3.0).item() == pytest.approx(
-        0
-    )
+    assert softmax_kl(torch.tensor(parent), torch.tensor(parent), 3.0).item() == pytest.approx(0)
 
 
 def test_two_level_tree_terms_by_hand():
@@ -126,6 +124,12 @@ def test_depth_three_tree_trains_with_online_distillation(tmp_path):
         for m, r in (("[0]", "list"), ("0", "int"), ("0.0", "float"))
     ]
     assert first[0]["test/gap"] != whole["test/gap"]
+    # The whole tree's evaluation also scores each root member alone, as member=[i] does.
+    for metric in ("gap", "map"):
+        assert whole[f"test/member0/{metric}"] == pytest.approx(
+            first[0][f"test/{metric}"], abs=1e-6
+        )
+    assert "test/member1/gap" in whole and not any("member" in key for key in leaf)
     assert first[1] == first[0] and first[2] == first[0]
     with pytest.raises(ValueError, match="index 2 is out of range for a mixture of 2 at"):
         evaluate(compose_config(tmp_path, [f"ckpt={checkpoint}", "member=[2]"], "eval", run="x"))
@@ -143,7 +147,9 @@ def test_subtree_is_the_member_used_alone():
     shape = r"\(the model is a mixture of 2 mixtures of 3 NeXtVLADs\)"
     with pytest.raises(ValueError, match="is a NeXtVLAD, not a mixture " + shape):
         subtree(tree, [0, 0, 0])
-    with pytest.raises(ValueError, match="index 3 is out of range for a mixture of 3 at .1. " + shape):
+    with pytest.raises(
+        ValueError, match="index 3 is out of range for a mixture of 3 at .1. " + shape
+    ):
         subtree(tree, [1, 3])
     for bad in (0.5, "first", [0, 1.5], True):
         with pytest.raises(ValueError, match="a member path is a list of member indices"):

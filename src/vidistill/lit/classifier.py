@@ -100,6 +100,7 @@ class VideoClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
         self.val_metrics = self._metrics("val/")
         self.test_metrics = self._metrics("test/")
+        self.test_member_metrics = nn.ModuleList()  # see on_test_epoch_start
 
     def _metrics(self, prefix: str) -> MetricCollection:
         h = self.hparams
@@ -169,6 +170,11 @@ class VideoClassifier(pl.LightningModule):
 
     def _evaluate(self, batch: dict, metrics, stage: str) -> None:
         output = self(batch["frames"], batch["mask"])
+        if stage == "test":
+            for member, member_metrics in zip(
+                output.members, self.test_member_metrics, strict=False
+            ):
+                member_metrics.update(torch.sigmoid(member.logits), batch["labels"])
         # The prediction's own BCE, comparable across objectives (the metrics score it too).
         loss = multilabel_bce(output.logits, batch["labels"], batch.get("label_weights"))
         if self.hparams.task == "segment":  # only the rated (segment, class) pairs count
@@ -184,6 +190,16 @@ class VideoClassifier(pl.LightningModule):
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
+    def on_test_epoch_start(self) -> None:
+        # A mixture's members are also scored alone at test time (test/member<i>/gap...): the
+        # MOD paper's "NeXtVLAD distill" is one member used without the others. Built here, for
+        # the backbone being tested (eval.py member=... may have swapped in a sub-tree).
+        members = getattr(self.backbone, "members", None)
+        count = len(members) if self.hparams.task == "video" and members is not None else 0
+        self.test_member_metrics = nn.ModuleList(
+            self._metrics(f"test/member{i}/") for i in range(count)
+        ).to(self.device)
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics, "test")
 
@@ -197,6 +213,9 @@ class VideoClassifier(pl.LightningModule):
                 )
             self.log_dict({"test/gap_ci_low": low, "test/gap_ci_high": high})
         self.test_metrics.reset()
+        for member_metrics in self.test_member_metrics:
+            self.log_dict(member_metrics.compute())
+            member_metrics.reset()
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
         """Top-k classes per video: ``ids``, ``classes`` int64 [B, k], ``scores`` float [B, k]."""
