@@ -136,10 +136,15 @@ def paired_difference(
     common = sorted(set(a.index) & set(b.index), key=_natural_key)
     if not common:
         raise ValueError(f"arms {dict(arm_a)} and {dict(arm_b)} share no seed with {metric}")
-    diffs = (a[common] - b[common]).to_numpy(dtype=float)
+    return paired_interval(a[common].to_numpy(float) - b[common].to_numpy(float), level)
+
+
+def paired_interval(diffs: np.ndarray, level: float = 0.95) -> dict[str, float]:
+    """Mean, sample sd, n and the ``level`` t-interval (``low``, ``high``) of paired
+    differences [n]; the interval is NaN for one pair."""
     n = len(diffs)
-    mean = float(diffs.mean())
-    sd = float(diffs.std(ddof=1)) if n > 1 else math.nan
+    mean = float(np.mean(diffs))
+    sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else math.nan
     return {"mean": mean, "sd": sd, "n": n, "low": mean - half, "high": mean + half}
 

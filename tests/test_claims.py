@@ -1,0 +1,149 @@
+"""The claims report: verdicts, evidence files rebuilt from run records, the README section
+generated from the evidence, and a real --quick study on a tiny set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vidistill.claims import evidence, readme
+from vidistill.claims.studies import STUDIES, Arm, Claim, Study, Sweep, ordering
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_job(directory: Path, overrides: list[str], metrics: dict, seed: int) -> None:
+    """A finished train.py job as the evidence keeps it."""
+    directory.mkdir(parents=True)
+    (directory / ".hydra").mkdir()
+    (directory / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([*overrides, f"seed={seed}"])
+    )
+    record = {
+        "metrics": metrics,
+        "overrides": [*overrides, f"seed={seed}"],
+        "config": {"seed": seed},
+        "git_commit": "abc123",
+        "wall_time": 60.0,
+    }
+    (directory / "metrics.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.01, 0.05, "holds"),
+        (-0.05, -0.01, "contradicted"),
+        (-0.01, 0.02, "inconclusive"),
+        (float("nan"), float("nan"), "inconclusive"),
+    ],
+)
+def test_verdict(low, high, expected):
+    assert evidence.verdict(low, high) == expected
+
+
+TOY = Study(
+    name="toy",
+    setup="toy data",
+    recipe=(),
+    sweeps=(Sweep("baselines", ("data.sampler=uniform,first",)), Sweep("students", ("k=10",))),
+    claims=(
+        *ordering(
+            "order",
+            "test/gap",
+            [
+                ("Uniform", Arm("baselines", ("data.sampler=uniform",))),
+                ("First", Arm("baselines", ("data.sampler=first",))),
+            ],
+            ["0.80", "0.70"],
+        ),
+        Claim(
+            "student beats uniform",
+            "0.81 vs 0.80",
+            "test/gap",
+            Arm("students"),
+            Arm("baselines", ("data.sampler=uniform",)),
+        ),
+        Claim(
+            "student beats a missing arm",
+            "",
+            "test/gap",
+            Arm("students"),
+            Arm("baselines", ("data.sampler=last",)),
+        ),
+    ),
+)
+
+
+def toy_runs(root: Path) -> None:
+    runs = root / "runs"
+    values = {"uniform": [0.70, 0.72, 0.71], "first": [0.50, 0.52, 0.49]}
+    for sampler, gaps in values.items():
+        for seed, gap in enumerate(gaps):
+            write_job(
+                runs / "baselines" / f"data.sampler={sampler},seed={seed}",
+                [f"data.sampler={sampler}"],
+                {"test/gap": gap},
+                seed,
+            )
+    for seed, gap in enumerate([0.705, 0.73, 0.70]):  # not consistently above uniform
+        write_job(runs / "students" / f"seed={seed}", ["k=10"], {"test/gap": gap}, seed)
+
+
+def test_evidence_files_from_run_records(tmp_path):
+    toy_runs(tmp_path)
+    claims = evidence.build_evidence(TOY, tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs.columns) == ["arm", "seed", "test/gap", "overrides", "git_commit", "wall_time"]
+    assert len(runs) == 9
+    assert set(runs["arm"]) == {
+        "baselines: data.sampler=uniform",
+        "baselines: data.sampler=first",
+        "students:",
+    }
+    assert (runs["git_commit"] == "abc123").all()
+    on_disk = pd.read_csv(tmp_path / "claims.csv")
+    assert list(on_disk.columns) == evidence.CLAIM_COLUMNS
+    order, student, missing = (row for _, row in claims.iterrows())
+    assert order["claim"] == "order: Uniform > First" and order["paper_value"] == "0.80 vs 0.70"
+    assert order["verdict"] == "holds" and order["n"] == 3
+    assert order["mean_a"] == pytest.approx(0.71) and order["sd_a"] == pytest.approx(0.01)
+    assert order["diff_mean"] == pytest.approx(0.71 - 0.5033333, rel=1e-6)
+    assert student["verdict"] == "inconclusive" and student["diff_low"] < 0 < student["diff_high"]
+    assert missing["verdict"] == "not run" and missing["n"] == 0
+    text = (tmp_path / "claims.md").read_text()
+    assert "seeds 0, 1, 2; 9 runs" in text and "total CPU time 0.1 h" in text
+    assert "| order: Uniform > First | 0.80 vs 0.70 | test/gap | 0.7100 ± 0.0100 |" in text
+    assert "Verdicts: 1 holds, 1 inconclusive, 1 not run." in text
+
+
+def test_readme_section_is_generated_from_the_evidence(tmp_path):
+    (tmp_path / "fewer_frames").mkdir()
+    (tmp_path / "fewer_frames" / "claims.md").write_text("# Claims: fewer_frames\n\nbody\n")
+    page = tmp_path / "README.md"
+    page.write_text(f"intro\n{readme.BEGIN}\nold\n{readme.END}\noutro\n")
+    readme.write_readme(page, tmp_path)
+    text = page.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{readme.END}\noutro\n")
+    assert "### Claims: fewer_frames\n\nbody" in text and "old" not in text
+    assert "Not run yet (`python -m vidistill.claims run mod`)" in text
+
+
+def test_the_readme_results_are_the_committed_evidence():
+    """No number in the README's results section is typed by hand: it is what the committed
+    results/ files give."""
+    assert readme.readme_section(ROOT / "README.md") == readme.results_section(ROOT / "results")
+
+
+def test_every_claim_names_arms_of_its_studys_sweeps():
+    for study in STUDIES.values():
+        names = {sweep.name for sweep in study.sweeps}
+        for claim in study.claims:
+            assert {claim.a.sweep, claim.b.sweep} <= names, claim.claim
+            if claim.quick:
+                for arm in (claim.a, claim.b):
+                    assert study.sweep(arm.sweep).quick is not None, claim.claim
