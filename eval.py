@@ -3,7 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from vidistill.runner import evaluate
+from vidistill.configs import register_configs
+from vidistill.runs import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -12,4 +13,5 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

@@ -5,7 +5,8 @@ see conf/export.yaml)."""
 import hydra
 from omegaconf import DictConfig
 
-from vidistill.export import export
+from vidistill.configs import register_configs
+from vidistill.inference.export import export
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
@@ -28,4 +29,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

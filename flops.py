@@ -1,5 +1,5 @@
 """Size and inference cost of a model preset: ``python flops.py model=hrnn_paper k=30 format=json``
-(Hydra; see conf/flops.yaml and :mod:`vidistill.flops` for the counting conventions)."""
+(Hydra; see conf/flops.yaml and :mod:`vidistill.models.flops` for the counting conventions)."""
 
 import json
 
@@ -7,7 +7,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vidistill.flops import count
+from vidistill.configs import register_configs
+from vidistill.models.flops import count
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="flops")
@@ -27,4 +28,5 @@ def main(cfg: DictConfig) -> dict[str, int | None]:
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

@@ -7,15 +7,17 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from vidistill import localization, localization_ablation
+from vidistill.configs import register_configs
+from vidistill.localization import ablation, pipeline
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="localize")
 def main(cfg: DictConfig) -> Any:
     if cfg.get("ablation"):
-        return localization_ablation.run(cfg)
-    return localization.run(cfg)
+        return ablation.run(cfg)
+    return pipeline.run(cfg)
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

@@ -6,13 +6,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from vidistill.runner import predict
+from vidistill.configs import register_configs
+from vidistill.runs import write_predictions
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> Path:
-    return predict(cfg)
+    return write_predictions(cfg)
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

@@ -4,7 +4,7 @@ predictions, against its teacher on all frames, measured in one run.
 For the CPU NeXtVLAD and H-RNN, a teacher reading every frame and students reading Uniform-10
 and Uniform-30 frames (H-RNN students with the paper's 5 blocks) each predict the same shards with :func:`vidistill.inference.
 predict_to_file` (2 reader workers, batches of 128, top-20 CSV): videos per second end to end,
-the speed-up over the teacher, and the FLOPs ratio (:func:`vidistill.flops.count`, every layer,
+the speed-up over the teacher, and the FLOPs ratio (:func:`vidistill.models.flops.count`, every layer,
 at the set's mean length for the teacher). Then, in one process, where a pass spends its time:
 reading (file bytes and both checksums of every record), decoding (the picked frames out of the
 protobuf, batching) and the model (dequantization, forward pass, top-k).
@@ -27,13 +27,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from training import CONFIG_DIR, NUM_CLASSES
 
-from vidistill.checkpoints import RunConfigInCheckpoint
 from vidistill.data import read_records
-from vidistill.data.datasets import dequantize_batch, expand_files
-from vidistill.data.records import iter_payloads
+from vidistill.data.batching import dequantize_batch
+from vidistill.data.framing import iter_payloads
+from vidistill.data.sharding import expand_files
 from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
-from vidistill.flops import count
 from vidistill.inference import Predictor, predict_to_file
+from vidistill.lit.checkpoints import RunConfigInCheckpoint
+from vidistill.models.flops import count
 
 BENCH_DATA = SyntheticConfig(
     seed=2,

@@ -23,7 +23,8 @@ from training import NUM_CLASSES, build_backbone
 
 from vidistill.data import YT8MDataset, dequantize_batch, expand_files
 from vidistill.data.synthetic import ensure_dataset
-from vidistill.localization import ClassTopK, LocalizationSettings, localize
+from vidistill.localization.pipeline import LocalizationSettings, localize
+from vidistill.localization.ranking import ClassTopK
 
 SEGMENT_DATA = dataclasses.replace(BENCH_DATA, num_segment=300, segment_shards=2)
 K = 100_000

@@ -21,8 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vidistill.data import YT8MDataset, dequantize_batch, expand_files
 from vidistill.data.synthetic import ensure_dataset
-from vidistill.lit import multilabel_bce
-from vidistill.runner import build_datamodule  # noqa: F401 - registers the structured configs
+from vidistill.distill import multilabel_bce
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 PRESETS = ("logistic", "dbof", "netvlad", "nextvlad", "hrnn")

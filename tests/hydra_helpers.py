@@ -10,6 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from vidistill.configs import register_configs
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 TINY_DATA = [
     "data.generator.num_classes=20",
@@ -47,6 +49,7 @@ def compose_config(
     """``config_name`` composed as its entry point would, with data under ``tmp_path/data``
     (shared by every run in ``tmp_path``) and the run directory ``tmp_path/<run>``, created if
     missing (a resumed run composes again into the same one)."""
+    register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(
             config_name=config_name,

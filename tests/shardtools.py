@@ -32,3 +32,11 @@ def write_shards(
                 writer.write(encode_frame_example(vid, labels, rgb, audio))
                 videos[vid] = (labels, rgb, audio)
     return videos
+
+
+def write_payloads(path: Path, payloads) -> list[int]:
+    """Write raw payloads as one TFRecord file; returns each record's byte offset."""
+    with RecordWriter(str(path)) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    return writer.offsets

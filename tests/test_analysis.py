@@ -14,8 +14,8 @@ import torch
 
 from hydra_helpers import NEXTVLAD, compose_config
 from vidistill import analysis
-from vidistill.checkpoints import load_model
-from vidistill.runner import evaluate, train
+from vidistill.lit.checkpoints import load_model
+from vidistill.runs import evaluate, train
 
 # A mixture of two tiny NeXtVLADs (model=mix has three) is enough to tell members apart.
 MIX = [

@@ -9,7 +9,8 @@ import subprocess
 import pandas as pd
 
 from hydra_helpers import NEXTVLAD, compose_config, run_sweep
-from vidistill.runner import FINAL_CHECKPOINT, train
+from vidistill.layout import FINAL_CHECKPOINT
+from vidistill.runs import train
 
 
 def record(path) -> dict:

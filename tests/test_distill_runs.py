@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from hydra_helpers import NEXTVLAD, compose_config
-from vidistill import runner
-from vidistill.runner import evaluate, train
+from vidistill.runs import evaluate, prerequisites, train
 
 HRNN = ["model=hrnn", "model.backbone.lower_size=16", "model.backbone.upper_size=16"]
 ONE_EPOCH = ["trainer.max_epochs=1", "test=false"]
@@ -177,7 +176,11 @@ def test_bad_distillation_input_fails_before_training(tmp_path):
             "serial distillation needs a teacher",
         ),
         (["model=mix", "distill=online", "T=-1"], ValueError, "T must be >= 0"),
-        (["distill=serial", "distill.losses.pred.distance=l1"], ValueError, "one of bernoulli_kl, mse, softmax_kl"),
+        (
+            ["distill=serial", "distill.losses.pred.distance=l1"],
+            ValueError,
+            "one of bernoulli_kl, mse, softmax_kl",
+        ),
     ]
     for i, (overrides, error, message) in enumerate(cases):
         run = f"bad{i}"
@@ -234,7 +237,7 @@ def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
             tmp_path,
             ["distill=serial", f"distill.teacher.shared_dir={tmp_path / 'teachers'}", *overrides],
         )
-        path, shared = runner.teacher_directory(cfg)
+        path, shared = prerequisites.teacher_directory(cfg)
         assert shared and path.parent == tmp_path / "teachers"
         return path
 
@@ -245,5 +248,5 @@ def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
     assert directory("data.num_workers=2") == base  # how data is read, not what
     for other in ("model.backbone.clusters=16", "seed=1", "data.generator.num_train=64"):
         assert directory(other) != base, other
-    single, shared = runner.teacher_directory(compose_config(tmp_path, ["distill=serial"]))
+    single, shared = prerequisites.teacher_directory(compose_config(tmp_path, ["distill=serial"]))
     assert not shared and single == tmp_path / "run" / "teacher"

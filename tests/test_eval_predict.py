@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 
 from hydra_helpers import compose_config
-from vidistill.checkpoints import CHECKPOINT_KEY, load_model
 from vidistill.data import read_records
-from vidistill.predict import HEADER, KagglePredictionFile
-from vidistill.runner import evaluate, predict, train
+from vidistill.inference.writers import HEADER, KagglePredictionFile
+from vidistill.lit.checkpoints import CHECKPOINT_KEY, load_model
+from vidistill.runs import evaluate, train, write_predictions
 
 NUM_CLASSES = 20
 NUM_TEST = 48
@@ -80,7 +80,7 @@ def test_eval_reproduces_training_metrics(trained, best):
 def test_predict_writes_kaggle_csv(trained, best):
     root, record = trained
     cfg = compose_config(root, [f"ckpt={best}", "top_k=3"], config_name="predict", run="predict")
-    output = predict(cfg)
+    output = write_predictions(cfg)
     assert output == root / "predict" / "predictions.csv"
     lines = output.read_text().splitlines()
     assert lines[0] == HEADER
@@ -108,9 +108,9 @@ def test_predict_writes_kaggle_csv(trained, best):
 
     again = [f"ckpt={best}", f"output={output}"]
     with pytest.raises(FileExistsError, match=re.escape(str(output))):
-        predict(compose_config(root, again, config_name="predict", run="again"))
+        write_predictions(compose_config(root, again, config_name="predict", run="again"))
     cfg = compose_config(root, [*again, "overwrite=true", "top_k=1"], "predict", run="again2")
-    assert len(predict(cfg).read_text().splitlines()[1].split()) == 2
+    assert len(write_predictions(cfg).read_text().splitlines()[1].split()) == 2
 
 
 def test_prediction_file_is_complete_or_partial(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from hydra_helpers import CONFIG_DIR, run_sweep
-from vidistill.results import collect
+from vidistill.analysis.results import collect
+from vidistill.configs import register_configs
 
 PRESETS = sorted(
     p.stem
@@ -22,7 +23,7 @@ SMALL_NEXTVLAD = ["model.backbone.clusters=4", "model.backbone.hidden_size=16"]
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_with_its_sweep(preset):
-    import vidistill.runner  # noqa: F401 - registers the structured data config
+    register_configs()
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from vidistill.flops import count, recurrent_macs
 from vidistill.models import (
     HRNN,
     FrameMeanLogistic,
@@ -24,6 +23,7 @@ from vidistill.models import (
     nextvlad_small,
 )
 from vidistill.models.base import BackboneOutput
+from vidistill.models.flops import count, recurrent_macs
 
 ROOT = Path(__file__).resolve().parents[1]
 

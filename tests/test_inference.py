@@ -11,17 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from hydra_helpers import compose_config
-from vidistill import inference
-from vidistill.checkpoints import CHECKPOINT_KEY, load_model
-from vidistill.data.records import CorruptRecordError, scan_offsets
-from vidistill.export import export
+from vidistill.data.framing import CorruptRecordError, scan_offsets
 from vidistill.inference import Predictor, predict_to_file
+from vidistill.inference import predictor as inference
+from vidistill.inference.export import export
+from vidistill.lit.checkpoints import CHECKPOINT_KEY, load_model
 from vidistill.models.mixture import subtree
-from vidistill.runner import build_datamodule, predict, train
+from vidistill.runs import build_datamodule, train, write_predictions
 
 K = 5
 NUM_TEST = 48
@@ -55,7 +54,8 @@ def shards_of(root: Path) -> list[str]:
 
 def test_streaming_predictions_equal_the_evaluation_loop(student):
     """Every video's whole ranking (top-k over all 20 classes) from the streaming predictor
-    equals the model's predict_step run by Lightning on the datamodule's test split."""
+    equals the model run over the datamodule's loader of the same split (the training path's
+    reading, batching and dequantization)."""
     root, checkpoint = student
     predictor = Predictor(checkpoint, device="cpu")
     assert predictor.frames["sampler"] == "uniform" and predictor.frames["k"] == K
@@ -75,9 +75,16 @@ def test_streaming_predictions_equal_the_evaluation_loop(student):
         run="eval",
     )
     datamodule = build_datamodule(cfg)
-    model.hparams.top_k = 20
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
-    evaluated = trainer.predict(model, datamodule=datamodule)
+    datamodule.setup("predict")
+    model.eval()
+    evaluated = []
+    with torch.no_grad():
+        for index, batch in enumerate(datamodule.predict_dataloader()):
+            # The training path's dequantization (after the transfer to the device).
+            batch = datamodule.on_after_batch_transfer(batch, index)
+            scores = torch.sigmoid(model(batch["frames"], batch["mask"]).logits)
+            top = scores.topk(20, dim=1)
+            evaluated.append({"ids": batch["ids"], "classes": top.indices, "scores": top.values})
 
     def by_id(batches, ids, classes, scores):
         return {
@@ -121,7 +128,7 @@ def test_unselected_frames_are_never_dequantized(student, monkeypatch):
 
 def test_predict_py_streams_to_csv_and_parquet(student):
     root, checkpoint = student
-    csv = predict(
+    csv = write_predictions(
         compose_config(
             root, [f"ckpt={checkpoint}", "data.glob=frame/test*.tfrecord"], "predict", run="p1"
         )
@@ -129,7 +136,7 @@ def test_predict_py_streams_to_csv_and_parquet(student):
     summary = json.loads(Path(f"{csv}.summary.json").read_text())
     assert summary["videos"] == NUM_TEST and summary["skipped_records"] == 0
     assert summary["frames"]["k"] == K
-    parquet = predict(
+    parquet = write_predictions(
         compose_config(
             root, [f"ckpt={checkpoint}", "output=" + str(root / "p.parquet")], "predict", run="p2"
         )
@@ -143,7 +150,9 @@ def test_predict_py_streams_to_csv_and_parquet(student):
     for video, classes in zip(table["id"], table["classes"], strict=True):
         assert list(classes) == rows[video]
     with pytest.raises(FileExistsError, match="overwrite=true"):
-        predict(compose_config(root, [f"ckpt={checkpoint}", f"output={csv}"], "predict", run="p3"))
+        write_predictions(
+            compose_config(root, [f"ckpt={checkpoint}", f"output={csv}"], "predict", run="p3")
+        )
 
 
 def test_one_member_of_a_mixture(mixture):
@@ -153,7 +162,7 @@ def test_one_member_of_a_mixture(mixture):
     batch = next(iter(predictor.dataset(shards_of(root), batch_size=8, num_workers=0)))
     model, _ = load_model(checkpoint)
     alone = subtree(model.backbone, [1])
-    from vidistill.data.datasets import dequantize_batch
+    from vidistill.data.batching import dequantize_batch
 
     view = dequantize_batch(dict(batch))
     with torch.no_grad():
@@ -224,7 +233,7 @@ def exported_equals_predictor(record: dict, predictor: Predictor, root: Path) ->
     """Both exported files, fed a real batch as the reader gives it (uint8 frames, mask), give
     the predictor's probabilities."""
     batch = next(iter(predictor.dataset(shards_of(root), batch_size=9, num_workers=0)))
-    from vidistill.data.datasets import dequantize_batch
+    from vidistill.data.batching import dequantize_batch
 
     view = dequantize_batch(dict(batch))
     expected = predictor.probabilities(view["frames"], view["mask"])

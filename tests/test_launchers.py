@@ -9,9 +9,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-import vidistill.runner  # noqa: F401  (registers the synthetic data's config schema)
 from hydra_helpers import compose_config, run_sweep
-from vidistill.results import collect
+from vidistill.analysis.results import collect
 
 LOGISTIC = ["model=logistic", "data.sampler=uniform"]
 

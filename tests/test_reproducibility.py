@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hydra_helpers import NEXTVLAD, compose_config
-from vidistill.runner import train
+from vidistill.runs import train
 
 RUN = [*NEXTVLAD, "trainer.deterministic=true", "data.num_workers=2", "trainer.max_epochs=2"]
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from hydra_helpers import run_sweep
-from vidistill import results
-from vidistill.results import collect, main, to_markdown
+from vidistill.analysis import results
+from vidistill.analysis.results import collect, main, to_markdown
 
 NAN = float("nan")
 
@@ -177,7 +177,7 @@ def test_command_line(sweep, tmp_path, capsys):
     for argv in ([str(tmp_path / "empty")], [str(sweep), "--columns", "run,nope"]):
         assert main(argv) == 2
         error = capsys.readouterr().err
-        assert error.startswith("python -m vidistill.results: error: ")
+        assert error.startswith("python -m vidistill.analysis.results: error: ")
         assert error.count("\n") == 1
 
 

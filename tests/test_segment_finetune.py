@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from hydra_helpers import compose_config, segment_finetune
-from vidistill.checkpoints import read_checkpoint
 from vidistill.distill import multilabel_bce
-from vidistill.runner import (
+from vidistill.lit.checkpoints import read_checkpoint
+from vidistill.runs import (
     build,
     build_datamodule,
     build_objective,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hydra_helpers import compose_config
-from vidistill.runner import train
+from vidistill.runs import train
 
 
 def test_default_training_writes_metrics(tmp_path):

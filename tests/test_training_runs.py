@@ -12,10 +12,10 @@ import pytorch_lightning as pl
 import torch
 
 from hydra_helpers import CONFIG_DIR, compose_config
-from vidistill import runner
 from vidistill.lit import VideoClassifier
 from vidistill.models import FrameMeanLogistic
-from vidistill.runner import train
+from vidistill.runs import resume, train
+from vidistill.runs import training as train_module
 
 # Small enough for seconds per run on 2 CPU cores, large enough to exercise every layer.
 SMALL_OVERRIDES = {
@@ -91,11 +91,11 @@ def test_an_interrupted_job_run_again_resumes_from_its_last_checkpoint(tmp_path,
     last.ckpt and ends exactly where an uninterrupted run does."""
     common = ["model=nextvlad", *SMALL_OVERRIDES["nextvlad"], "test=false"]
     train(compose_config(tmp_path, common, run="straight"))
-    build_trainer = runner._trainer
+    build_trainer = train_module.build_trainer
     with monkeypatch.context() as patch:
         patch.setattr(
-            runner,
-            "_trainer",
+            train_module,
+            "build_trainer",
             lambda cfg, callbacks: build_trainer(cfg, [*callbacks, CrashAfterFirstEpoch()]),
         )
         with pytest.raises(RuntimeError, match="simulated crash"):
@@ -104,7 +104,9 @@ def test_an_interrupted_job_run_again_resumes_from_its_last_checkpoint(tmp_path,
     counter = BatchCounter()
     with monkeypatch.context() as patch:
         patch.setattr(
-            runner, "_trainer", lambda cfg, callbacks: build_trainer(cfg, [*callbacks, counter])
+            train_module,
+            "build_trainer",
+            lambda cfg, callbacks: build_trainer(cfg, [*callbacks, counter]),
         )
         train(compose_config(tmp_path, common, run="crashed"))
     straight = json.loads((tmp_path / "straight" / "metrics.json").read_text())
@@ -136,12 +138,12 @@ def test_auto_resumes_the_newer_of_last_and_the_slurm_checkpoint(tmp_path):
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     hpc = tmp_path / "run" / "hpc_ckpt_1.ckpt"
     shutil.copy(last, hpc)
-    overrides = runner.job_overrides()
+    overrides = train_module.job_overrides()
     os.utime(hpc, ns=(last.stat().st_mtime_ns + 10**9,) * 2)
-    assert runner.resume_path(cfg, overrides) == str(hpc)
+    assert resume.resume_path(cfg, overrides) == str(hpc)
     os.utime(last, ns=(hpc.stat().st_mtime_ns + 10**9,) * 2)
-    assert runner.resume_path(cfg, overrides) == str(last)
-    assert runner.resume_path(cfg, [*overrides, "k=4"]) is None
+    assert resume.resume_path(cfg, overrides) == str(last)
+    assert resume.resume_path(cfg, [*overrides, "k=4"]) is None
 
 
 def test_non_finite_loss_names_the_step_and_the_term():

@@ -15,12 +15,10 @@ from vidistill.data import (
     CorruptRecordError,
     RecordWriter,
     YT8MDataset,
-    dequantize,
     dequantize_batch,
     encode_frame_example,
-    encode_video_example,
 )
-from vidistill.data.datasets import plan_ranges
+from vidistill.data.framing import scan_offsets
 
 
 def ids_seen(dataset: YT8MDataset) -> list[str]:
@@ -73,25 +71,6 @@ def test_ranks_get_equal_batches_in_ddp_training(shards):
     assert len(set(lengths.values())) == 1
 
 
-def test_plan_ranges_partitions_the_records():
-    counts = [5, 0, 7, 3]
-    for consumers in (1, 2, 3, 4, 7, 20):
-        parts = [
-            plan_ranges(counts, [2, 0, 3, 1], c, consumers, equal=False) for c in range(consumers)
-        ]
-        flat = [(f, i) for part in parts for f, lo, hi in part for i in range(lo, hi)]
-        assert sorted(flat) == sorted((f, i) for f, n in enumerate(counts) for i in range(n))
-        sizes = [sum(hi - lo for _, lo, hi in part) for part in parts]
-        assert max(sizes) - min(sizes) <= 1
-        equal = [
-            sum(
-                hi - lo for _, lo, hi in plan_ranges(counts, [0, 1, 2, 3], c, consumers, equal=True)
-            )
-            for c in range(consumers)
-        ]
-        assert len(set(equal)) == 1 and equal[0] == 15 // consumers
-
-
 def test_training_order_changes_per_epoch_and_repeats_per_seed(shards):
     directory, _ = shards
 
@@ -114,32 +93,6 @@ def test_evaluation_order_is_the_file_order(shards):
     assert ids_seen(dataset) == sorted(videos)
 
 
-def test_frame_batches_pad_mask_and_dequantize(shards):
-    directory, videos = shards
-    dataset = YT8MDataset(
-        str(directory / "*.tfrecord"), num_classes=10, batch_size=5, sampler="uniform", k=8
-    )
-    batch = next(iter(dataset))
-    assert batch["frames"].shape == (5, 8, 1152) and batch["frames"].dtype == torch.uint8
-    for row, video_id in enumerate(batch["ids"]):
-        labels, rgb, audio = videos[video_id]
-        n = min(8, len(rgb))
-        picks = ((np.arange(8) + 0.5) * len(rgb) / 8).astype(int) if len(rgb) > 8 else np.arange(n)
-        assert batch["num_frames"][row] == n
-        assert batch["mask"][row].tolist() == [True] * n + [False] * (8 - n)
-        np.testing.assert_array_equal(batch["frames"][row, :n, :1024].numpy(), rgb[picks])
-        np.testing.assert_array_equal(batch["frames"][row, :n, 1024:].numpy(), audio[picks])
-        assert torch.nonzero(batch["labels"][row]).flatten().tolist() == sorted(labels.tolist())
-    assert not batch["mask"].all()  # the check below needs padding in the batch
-    for per_row in (None, True, False):
-        values = dequantize_batch(dict(batch), per_row=per_row)["frames"]
-        assert values.dtype == torch.float32
-        np.testing.assert_allclose(
-            values[batch["mask"]].numpy(), dequantize(batch["frames"][batch["mask"]].numpy())
-        )
-        assert torch.all(values[~batch["mask"]] == 0.0)  # padding is 0.0 after dequantization
-
-
 def test_max_frames_truncates_to_the_first_frames(tmp_path):
     rng = np.random.default_rng(0)
     vid, labels, rgb, audio = random_video(rng, "long", 40)
@@ -152,46 +105,6 @@ def test_max_frames_truncates_to_the_first_frames(tmp_path):
         YT8MDataset(
             str(tmp_path / "a.tfrecord"), num_classes=10, max_frames=25, sampler="uniform", k=30
         )
-
-
-def test_segment_mode_yields_rated_segments_with_weights(tmp_path):
-    rng = np.random.default_rng(1)
-    vid, labels, rgb, audio = random_video(rng, "seg", 13)
-    segments = {
-        "segment_start_times": [10, 0, 10],
-        "segment_end_times": [15, 5, 15],
-        "segment_labels": [3, 3, 7],
-        "segment_scores": [1.0, 0.0, 0.0],
-    }
-    with RecordWriter(str(tmp_path / "s.tfrecord")) as writer:
-        writer.write(encode_frame_example(vid, labels, rgb, audio, segments))
-    batch = next(iter(YT8MDataset(str(tmp_path / "s.tfrecord"), num_classes=10, mode="segment")))
-    assert batch["ids"] == ["seg:0", "seg:10"]
-    assert batch["frames"].shape == (2, 5, 1152)
-    np.testing.assert_array_equal(batch["frames"][0, :, :1024].numpy(), rgb[0:5])
-    np.testing.assert_array_equal(batch["frames"][1, :3, 1024:].numpy(), audio[10:13])
-    assert batch["mask"][1].tolist() == [True, True, True, False, False]  # the video ends at 13
-    assert batch["label_weights"][0].nonzero().flatten().tolist() == [3]
-    assert batch["label_weights"][1].nonzero().flatten().tolist() == [3, 7]
-    assert (
-        batch["labels"][1, 3] == 1.0
-        and batch["labels"][1, 7] == 0.0
-        and batch["labels"][0].sum() == 0
-    )
-
-
-def test_video_mode_is_a_one_frame_video(tmp_path):
-    mean_rgb = np.linspace(-1, 1, 1024, dtype=np.float32)
-    mean_audio = np.linspace(0, 1, 128, dtype=np.float32)
-    with RecordWriter(str(tmp_path / "v.tfrecord")) as writer:
-        writer.write(encode_video_example("v", [2], mean_rgb, mean_audio))
-    batch = dequantize_batch(
-        next(iter(YT8MDataset(str(tmp_path / "v.tfrecord"), num_classes=10, mode="video")))
-    )
-    assert batch["frames"].shape == (1, 1, 1152) and batch["mask"].all()
-    np.testing.assert_array_equal(
-        batch["frames"][0, 0].numpy(), np.concatenate([mean_rgb, mean_audio])
-    )
 
 
 def test_bad_configuration_and_missing_files(shards, tmp_path):
@@ -228,8 +141,6 @@ def test_on_corrupt_skip_counts_and_keeps_the_rest(tmp_path, caplog):
     directory = tmp_path / "d"
     videos = write_shards(directory, num_files=2, per_file=6)
     path = directory / "train0001.tfrecord"
-    from vidistill.data.records import scan_offsets
-
     offsets, _ = scan_offsets(str(path))
     corrupt_payload(path, offsets, 2)
     with pytest.raises(CorruptRecordError, match="record 2 .*payload checksum"):

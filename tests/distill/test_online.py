@@ -13,7 +13,7 @@ from hydra_helpers import compose_config
 from vidistill.distill import OnlineMixtureDistillation, multilabel_bce, softmax_kl
 from vidistill.models import BackboneOutput, mixture_tree, nextvlad_small
 from vidistill.models.mixture import subtree
-from vidistill.runner import evaluate, train
+from vidistill.runs import evaluate, train
 
 
 def node(logits, members=()):

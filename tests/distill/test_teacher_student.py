@@ -9,7 +9,6 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vidistill.callbacks import LossWeightSchedule
 from vidistill.distill import (
     ClassificationLoss,
     IntermediateRepresentationLoss,
@@ -19,6 +18,7 @@ from vidistill.distill import (
     multilabel_bce,
 )
 from vidistill.lit import VideoClassifier
+from vidistill.lit.callbacks import LossWeightSchedule
 from vidistill.models import BackboneOutput, hrnn_small, nextvlad_small
 
 C = 6
@@ -314,7 +314,7 @@ def test_serial_shared_classifier_starts_as_a_copy_of_the_teachers():
 
 def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
     """The objective's state (a parallel teacher, a projection) is training-only."""
-    from vidistill.checkpoints import CHECKPOINT_KEY, load_model
+    from vidistill.lit.checkpoints import CHECKPOINT_KEY, load_model
 
     objective = strategy(small_nextvlad(16), parallel=True)
     model = VideoClassifier(small_nextvlad(8), C, objective=objective)

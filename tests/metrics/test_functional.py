@@ -1,8 +1,9 @@
 """Functional YT8M metrics against brute-force references and hand-worked examples.
 
-The references below are written from the definitions in yt8m-format-and-metrics.md with plain
-Python loops, using the documented tie convention (lower class index first inside a video;
-negatives before positives among equal scores in a ranking). They share no code with the library.
+The references below are written from the official definitions (google/youtube-8m
+``eval_util.py``, summarised in :mod:`vidistill.metrics.functional`) with plain Python loops,
+using the documented tie convention (lower class index first inside a video; negatives before
+positives among equal scores in a ranking). They share no code with the library.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-import vidistill.runner  # noqa: F401  (registers the data schema the configs use)
 from hydra_helpers import compose_config
 from vidistill.distill import OnlineMixtureDistillation
 from vidistill.lit import VideoClassifier

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from vidistill.analysis.results import arm_columns, arm_values, collect, paired_interval
 from vidistill.claims.studies import Claim, Study, Sweep
-from vidistill.results import arm_columns, arm_values, collect, paired_interval
 
 RUNS_DIR = "runs"
 RUNS_FILE = "runs.csv"
 CLAIMS_FILE = "claims.csv"
 CLAIMS_MD = "claims.md"
-ABLATION_FILE = "ablation.json"  # as vidistill.localization_ablation writes it
+ABLATION_FILE = "ablation.json"  # as vidistill.localization.ablation writes it
 CLAIM_COLUMNS = [
     "claim",
     "paper_value",

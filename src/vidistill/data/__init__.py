@@ -1,22 +1,21 @@
-"""Data layer: TFRecord reading and writing, frame samplers, streaming datasets, datamodules."""
+"""Data layer: TFRecord framing, the YT8M record schemas, frame samplers, streaming datasets,
+batching and datamodules."""
 
-from vidistill.data.datasets import YT8MDataset, dequantize_batch, expand_files
+from vidistill.data.batching import dequantize_batch
+from vidistill.data.datasets import YT8MDataset
+from vidistill.data.framing import CorruptRecordError, RecordWriter
+from vidistill.data.quantization import dequantize
 from vidistill.data.records import (
-    AUDIO_SIZE,
-    FEATURE_SIZE,
-    RGB_SIZE,
-    SEGMENT_LENGTH,
-    CorruptRecordError,
     FrameRecord,
-    RecordWriter,
     SegmentRecord,
     VideoRecord,
-    dequantize,
     encode_frame_example,
     encode_video_example,
     read_records,
 )
 from vidistill.data.samplers import SAMPLERS, FrameSampler, build_sampler
+from vidistill.data.sharding import expand_files
+from vidistill.features import AUDIO_SIZE, FEATURE_SIZE, RGB_SIZE, SEGMENT_LENGTH
 
 __all__ = [
     "AUDIO_SIZE",

@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from vidistill.data.datasets import YT8MDataset, check_views, dequantize_batch
+from vidistill.data.batching import dequantize_batch
+from vidistill.data.datasets import YT8MDataset, check_views
 from vidistill.data.samplers import build_sampler
 
 Files = str | Sequence[str] | None

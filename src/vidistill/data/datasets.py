@@ -1,321 +1,45 @@
-"""Streaming datasets over sharded TFRecord files.
+"""The streaming YouTube-8M dataset: batches read once per epoch across all workers and ranks.
 
-Every record is read exactly once per epoch across all DataLoader workers of all DDP ranks. The
-files' record offsets are indexed once (12-byte header reads, cached on disk), so the global
-record sequence (files in a per-epoch shuffled order, then records in file order) is known up
-front and cut into one contiguous range per consumer, ``consumer = rank * num_workers + worker``.
-Each consumer seeks straight to its range: no record is read twice and files are read
-sequentially. In training under DDP the ranges are made equal (dropping at most
-``consumers - 1`` records per epoch, a different few each epoch) so that every rank runs the same
-number of steps; evaluation keeps every record.
+Every record is read exactly once per epoch across all DataLoader workers of all DDP ranks: the
+global record sequence (files in a per-epoch shuffled order in training, then records in file
+order) is cut into one contiguous range per consumer (see :mod:`vidistill.data.sharding`). In
+training under DDP the ranges are made equal, dropping at most ``consumers - 1`` records per
+epoch (a different few each epoch), so that every rank runs the same number of steps;
+evaluation keeps every record.
 
 Batches are collated inside the workers (the DataLoader gets ``batch_size=None``), which keeps
-``len(dataloader)`` exact. Frames stay uint8 through collation; ``dequantize_batch`` turns them
-into float32 in one tensor operation, ideally on the accelerator.
+``len(dataloader)`` exact. Frames stay uint8 through collation (see
+:mod:`vidistill.data.batching`).
 """
 
 from __future__ import annotations
 
 import functools
-import glob
-import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from vidistill.data.records import (
-    FEATURE_SIZE,
-    RGB_SIZE,
-    SEGMENT_LENGTH,
-    CorruptRecordError,
-    FrameRecord,
-    RecordDecoder,
-    SegmentRecord,
-    VideoRecord,
-    _InvalidPayload,
-    dequantize,
-    dequantize_coefficients,
-    empty_float32,
-    iter_payloads,
-    scan_offsets,
+from vidistill.data.batching import (
+    collate_frame_views,
+    collate_frames,
+    collate_segments,
+    collate_videos,
+    segment_samples,
 )
+from vidistill.data.framing import CorruptRecordError, iter_payloads
+from vidistill.data.records import SCHEMAS, FrameRecord, RecordDecoder
 from vidistill.data.samplers import AllFrames, FrameSampler, build_sampler, video_rng
+from vidistill.data.sharding import expand_files, plan_ranges, record_offsets
+from vidistill.features import MAX_FRAMES
 
 log = logging.getLogger(__name__)
 
-MODES = ("frame", "segment", "video")
 ON_CORRUPT = ("raise", "skip")
-
-
-# --------------------------------------------------------------------------------------------
-# Files and their record index
-# --------------------------------------------------------------------------------------------
-
-
-def expand_files(patterns: str | Sequence[str]) -> list[str]:
-    """Sorted, de-duplicated files matching one or more glob patterns (``**`` allowed).
-
-    Raises ``FileNotFoundError`` naming the first pattern that matches nothing.
-    """
-    if isinstance(patterns, str | os.PathLike):
-        patterns = [patterns]
-    files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(
-            p
-            for p in glob.glob(os.path.expanduser(str(pattern)), recursive=True)
-            if os.path.isfile(p)
-        )
-        if not matches:
-            raise FileNotFoundError(f"no TFRecord files match {str(pattern)!r}")
-        files.extend(matches)
-    return list(dict.fromkeys(files))
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("VIDISTILL_CACHE", Path.home() / ".cache" / "vidistill")) / "index"
-
-
-def record_offsets(
-    path: str, cache_dir: str | Path | None = None, strict: bool = True
-) -> tuple[np.ndarray, CorruptRecordError | None]:
-    """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime,
-    and the break in its framing if there is one.
-
-    A file whose framing breaks raises :class:`CorruptRecordError`; with ``strict=False`` the
-    records before the break are returned instead, with the error (also logged). Only complete
-    indexes are cached.
-    """
-    stat = os.stat(path)
-    key = hashlib.sha1(
-        f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    ).hexdigest()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = cache / f"{key}.npy"
-    try:
-        return np.load(cached), None
-    except (OSError, ValueError):
-        pass
-    offsets, error = scan_offsets(path)
-    if error is not None:
-        if strict:
-            raise error
-        log.warning(
-            "on_corrupt=skip: reading only the %d records before a broken header: %s",
-            len(offsets),
-            error,
-        )
-        return offsets, error
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache, suffix=".npy", delete=False) as tmp:
-            np.save(tmp, offsets)
-        os.replace(tmp.name, cached)  # atomic: concurrent ranks may index the same file
-    except OSError as e:  # a read-only home must not stop training
-        log.debug("could not cache the record index of %s: %s", path, e)
-    return offsets, None
-
-
-def plan_ranges(
-    counts: Sequence[int], order: Sequence[int], consumer: int, consumers: int, equal: bool
-) -> list[tuple[int, int, int]]:
-    """This consumer's share of the records as ``(file, start, stop)`` ranges.
-
-    The files' records are concatenated in ``order`` and cut into ``consumers`` contiguous parts;
-    with ``equal`` every part has ``total // consumers`` records (the remainder is dropped),
-    otherwise the sizes differ by at most one and every record belongs to exactly one part.
-    """
-    total = int(sum(counts))
-    if equal:
-        share = total // consumers
-        begin, end = consumer * share, (consumer + 1) * share
-    else:
-        begin, end = consumer * total // consumers, (consumer + 1) * total // consumers
-    ranges = []
-    position = 0
-    for f in order:
-        lo, hi = max(begin, position), min(end, position + counts[f])
-        if lo < hi:
-            ranges.append((f, lo - position, hi - position))
-        position += counts[f]
-    return ranges
-
-
-# --------------------------------------------------------------------------------------------
-# Collation
-# --------------------------------------------------------------------------------------------
-
-
-def collate_frames(
-    records: Sequence[FrameRecord], num_classes: int, num_frames: int
-) -> dict[str, torch.Tensor | list[str]]:
-    """Pad records to a batch; frames stay uint8.
-
-    Returns ``frames`` uint8 [B, T, 1152] (rgb then audio; padding bytes 0 to be zeroed after
-    dequantization), ``mask`` bool [B, T], ``num_frames`` int64 [B] (frames actually present),
-    ``labels`` float32 multi-hot [B, C], ``ids`` list of B strings.
-    """
-    batch = len(records)
-    frames = np.zeros((batch, num_frames, FEATURE_SIZE), np.uint8)
-    labels = np.zeros((batch, num_classes), np.float32)
-    lengths = np.zeros(batch, np.int64)
-    for i, record in enumerate(records):
-        n = min(len(record.rgb), num_frames)
-        frames[i, :n, :RGB_SIZE] = record.rgb[:n]
-        frames[i, :n, RGB_SIZE:] = record.audio[:n]
-        labels[i, record.labels] = 1.0
-        lengths[i] = n
-    lengths_t = torch.from_numpy(lengths)
-    return {
-        "frames": torch.from_numpy(frames),
-        "mask": torch.arange(num_frames) < lengths_t[:, None],
-        "num_frames": lengths_t,
-        "labels": torch.from_numpy(labels),
-        "ids": [record.id for record in records],
-    }
-
-
-def collate_segments(
-    samples: Sequence[dict], num_classes: int
-) -> dict[str, torch.Tensor | list[str]]:
-    """Batch of rated 5-frame segments: like :func:`collate_frames` plus ``label_weights`` [B, C],
-    1 where the (segment, class) pair is rated, so the loss can ignore unrated pairs."""
-    batch = len(samples)
-    frames = np.zeros((batch, SEGMENT_LENGTH, FEATURE_SIZE), np.uint8)
-    labels = np.zeros((batch, num_classes), np.float32)
-    weights = np.zeros((batch, num_classes), np.float32)
-    lengths = np.zeros(batch, np.int64)
-    for i, s in enumerate(samples):
-        n = len(s["frames"])
-        frames[i, :n] = s["frames"]
-        labels[i, s["classes"]] = s["scores"]
-        weights[i, s["classes"]] = 1.0
-        lengths[i] = n
-    lengths_t = torch.from_numpy(lengths)
-    return {
-        "frames": torch.from_numpy(frames),
-        "mask": torch.arange(SEGMENT_LENGTH) < lengths_t[:, None],
-        "num_frames": lengths_t,
-        "labels": torch.from_numpy(labels),
-        "label_weights": torch.from_numpy(weights),
-        "ids": [s["id"] for s in samples],
-    }
-
-
-def collate_videos(
-    records: Sequence[VideoRecord], num_classes: int
-) -> dict[str, torch.Tensor | list[str]]:
-    """Video-level records as one-frame videos: ``frames`` float32 [B, 1, 1152] holds the mean
-    features, so every frame model also runs on video-level data."""
-    batch = len(records)
-    features = np.zeros((batch, 1, FEATURE_SIZE), np.float32)
-    labels = np.zeros((batch, num_classes), np.float32)
-    for i, record in enumerate(records):
-        features[i, 0, :RGB_SIZE] = record.mean_rgb
-        features[i, 0, RGB_SIZE:] = record.mean_audio
-        labels[i, record.labels] = 1.0
-    return {
-        "frames": torch.from_numpy(features),
-        "mask": torch.ones(batch, 1, dtype=torch.bool),
-        "num_frames": torch.ones(batch, dtype=torch.int64),
-        "labels": torch.from_numpy(labels),
-        "ids": [record.id for record in records],
-    }
-
-
-# The frame tensors a batch may carry, each with its mask and lengths: what the (student) model
-# sees, and the teacher's view of the same videos in teacher-student training.
-FRAME_VIEWS = (
-    ("frames", "mask", "num_frames"),
-    ("teacher_frames", "teacher_mask", "teacher_num_frames"),
-)
-
-
-def dequantize_batch(
-    batch: dict,
-    max_quantized_value: float = 2.0,
-    min_quantized_value: float = -2.0,
-    per_row: bool | None = None,
-) -> dict:
-    """Turn every uint8 frame view of the batch (``frames`` [B, T, D], and ``teacher_frames``
-    when present) into float32 in place, padding frames set to 0.0.
-
-    Valid frames come first in every row (``num_frames`` of them). When padding is a large share
-    of the batch (all-frames batches of YT8M-length videos are about half padding) each row's
-    valid frames are converted on their own and only the padding is zeroed; otherwise, and on
-    accelerators, the whole tensor goes through the formula at once, which avoids B small
-    operations (``per_row`` forces either way).
-    """
-    for frames_key, mask_key, lengths_key in FRAME_VIEWS:
-        frames = batch.get(frames_key)
-        if frames is not None and frames.dtype == torch.uint8:
-            batch[frames_key] = _dequantize_view(
-                frames,
-                batch[mask_key],
-                batch[lengths_key],
-                max_quantized_value,
-                min_quantized_value,
-                per_row,
-            )
-    return batch
-
-
-def _dequantize_view(
-    frames: torch.Tensor,
-    mask: torch.Tensor,
-    num_frames: torch.Tensor,
-    max_quantized_value: float,
-    min_quantized_value: float,
-    per_row: bool | None,
-) -> torch.Tensor:
-    if frames.device.type != "cpu" and not per_row:
-        # One masked fill, and no look at the lengths, which would wait for the device.
-        values = dequantize(frames, max_quantized_value, min_quantized_value)
-        return values.masked_fill_(~mask.unsqueeze(-1), 0.0)
-    lengths = num_frames.tolist()
-    padding = frames.shape[0] * frames.shape[1] - sum(lengths)
-    if per_row is None:
-        per_row = padding * 4 > frames.shape[0] * frames.shape[1]
-    if per_row:
-        scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
-        values = empty_float32(frames.shape, frames.device)
-        for row, n in enumerate(lengths):
-            values[row, :n].copy_(frames[row, :n]).mul_(scale).add_(bias)
-            values[row, n:] = 0.0
-        return values
-    values = dequantize(frames, max_quantized_value, min_quantized_value)
-    if padding:
-        values.masked_fill_(~mask.unsqueeze(-1), 0.0)
-    return values
-
-
-def segment_samples(record: SegmentRecord) -> Iterator[dict]:
-    """One sample per rated segment start: its 5 frames (fewer at the end of the video) and the
-    rated classes with their 0/1 scores."""
-    starts = record.segment_start_times
-    for start in np.unique(starts):
-        rated = starts == start
-        frames = np.concatenate(
-            [
-                record.rgb[start : start + SEGMENT_LENGTH],
-                record.audio[start : start + SEGMENT_LENGTH],
-            ],
-            axis=1,
-        )
-        yield {
-            "id": f"{record.id}:{int(start)}",
-            "frames": frames,
-            "classes": record.segment_labels[rated],
-            "scores": record.segment_scores[rated],
-        }
 
 
 def check_views(student: FrameSampler, teacher: FrameSampler, max_frames: int) -> int:
@@ -332,9 +56,16 @@ def check_views(student: FrameSampler, teacher: FrameSampler, max_frames: int) -
     return teacher_frames
 
 
-# --------------------------------------------------------------------------------------------
-# The dataset
-# --------------------------------------------------------------------------------------------
+def _check_settings(
+    mode: str, on_corrupt: str, num_classes: int, batch_size: int, max_frames: int
+) -> None:
+    """ValueError for a dataset setting outside its allowed values."""
+    if mode not in SCHEMAS:
+        raise ValueError(f"unknown data mode {mode!r}; choose one of {', '.join(SCHEMAS)}")
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
+    if num_classes <= 0 or batch_size <= 0 or max_frames <= 0:
+        raise ValueError("num_classes, batch_size and max_frames must be positive")
 
 
 class YT8MDataset(IterableDataset):
@@ -343,11 +74,13 @@ class YT8MDataset(IterableDataset):
     Args:
         files: shard paths or glob patterns.
         num_classes: size of the label vocabulary; labels outside it are input errors.
-        mode: ``"frame"`` (videos, frames picked by ``sampler``), ``"segment"`` (2019 rated
-            5-frame segments), or ``"video"`` (video-level mean features).
+        mode: the files' schema, which decides the samples: ``"frame"`` (videos, frames
+            picked by ``sampler``), ``"segment"`` (2019 rated segments of SEGMENT_LENGTH
+            frames), or ``"video"`` (video-level mean features).
         batch_size: videos (or segments) per batch.
         sampler: a :class:`FrameSampler` or its name; ``k``/``stride`` go with a name.
-        max_frames: videos are truncated to their first ``max_frames`` frames (official: 300).
+        max_frames: videos are truncated to their first ``max_frames`` frames (the official
+            reader's MAX_FRAMES by default).
         train: shuffle file order and samples each epoch, draw random frames per epoch, and
             equalize ranks under DDP. Evaluation is deterministic and reads every record.
         shuffle_buffer: samples held for shuffling in training (0 disables it).
@@ -375,7 +108,7 @@ class YT8MDataset(IterableDataset):
         sampler: FrameSampler | str = "all",
         k: int | None = None,
         stride: int | None = None,
-        max_frames: int = 300,
+        max_frames: int = MAX_FRAMES,
         train: bool = False,
         shuffle_buffer: int = 1024,
         shuffle: bool = True,
@@ -391,29 +124,13 @@ class YT8MDataset(IterableDataset):
         skip_counter: Any = None,
     ):
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"unknown data mode {mode!r}; choose one of {', '.join(MODES)}")
-        if on_corrupt not in ON_CORRUPT:
-            raise ValueError(
-                f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}"
-            )
-        if num_classes <= 0 or batch_size <= 0 or max_frames <= 0:
-            raise ValueError("num_classes, batch_size and max_frames must be positive")
+        _check_settings(mode, on_corrupt, num_classes, batch_size, max_frames)
         self.files = expand_files(files)
         self.num_classes = num_classes
         self.mode = mode
         self.batch_size = batch_size
-        self.sampler = build_sampler(sampler, k, stride) if mode == "frame" else AllFrames()
         self.max_frames = max_frames
-        self.frames_per_video = self.sampler.output_frames(max_frames)
-        self.teacher_sampler = None
-        if teacher_sampler is not None:
-            if mode != "frame":
-                raise ValueError(f"a teacher view needs frame mode, not mode={mode!r}")
-            self.teacher_sampler = build_sampler(teacher_sampler, teacher_k)
-            self.teacher_frames_per_video = check_views(
-                self.sampler, self.teacher_sampler, max_frames
-            )
+        self._build_samplers(sampler, k, stride, teacher_sampler, teacher_k)
         self.train = train
         self.shuffle_buffer = shuffle_buffer
         self.shuffle = shuffle
@@ -424,14 +141,40 @@ class YT8MDataset(IterableDataset):
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
         self.epoch = 0
-        indexes = [record_offsets(f, index_cache, strict=on_corrupt == "raise") for f in self.files]
+        self._index_files(index_cache)
+        self.skip_counter = skip_counter
+
+    def _build_samplers(
+        self,
+        sampler: FrameSampler | str,
+        k: int | None,
+        stride: int | None,
+        teacher_sampler: FrameSampler | str | None,
+        teacher_k: int | None,
+    ) -> None:
+        """The student's frame sampler and, for teacher-student training, the teacher's."""
+        frame_mode = self.mode == "frame"
+        self.sampler = build_sampler(sampler, k, stride) if frame_mode else AllFrames()
+        self.frames_per_video = self.sampler.output_frames(self.max_frames)
+        self.teacher_sampler = None
+        if teacher_sampler is not None:
+            if not frame_mode:
+                raise ValueError(f"a teacher view needs frame mode, not mode={self.mode!r}")
+            self.teacher_sampler = build_sampler(teacher_sampler, teacher_k)
+            self.teacher_frames_per_video = check_views(
+                self.sampler, self.teacher_sampler, self.max_frames
+            )
+
+    def _index_files(self, index_cache: str | Path | None) -> None:
+        """Every file's record offsets and counts, and which files' framing breaks."""
+        strict = self.on_corrupt == "raise"
+        indexes = [record_offsets(f, index_cache, strict=strict) for f in self.files]
         self.offsets = [offsets for offsets, _ in indexes]
         self.counts = [len(o) for o in self.offsets]
         # Files whose framing breaks (on_corrupt=skip): only the records before the break are read.
         self.broken_files = {
             f: str(error) for f, (_, error) in zip(self.files, indexes, strict=True) if error
         }
-        self.skip_counter = skip_counter
 
     # -- placement ---------------------------------------------------------------------------
 
@@ -453,51 +196,57 @@ class YT8MDataset(IterableDataset):
             np.random.default_rng([self.seed, self.epoch]).shuffle(order)
         return order
 
+    @property
+    def _workers(self) -> int:
+        """Readers per rank: a DataLoader without workers reads in the main process."""
+        return max(self.num_workers, 1)
+
     def _ranges(self, rank: int, world: int, worker: int) -> list[tuple[int, int, int]]:
-        workers = max(self.num_workers, 1)
         return plan_ranges(
             self.counts,
             self._file_order(),
-            rank * workers + worker,
-            world * workers,
+            rank * self._workers + worker,
+            world * self._workers,
             self.train and world > 1,
         )
+
+    def _records_per_worker(self) -> list[int]:
+        """Records each worker of this rank reads per epoch."""
+        rank, world = self._placement()
+        return [
+            sum(hi - lo for _, lo, hi in self._ranges(rank, world, worker))
+            for worker in range(self._workers)
+        ]
 
     @property
     def num_records(self) -> int:
         """Records this rank reads per epoch."""
-        rank, world = self._placement()
-        return sum(
-            hi - lo
-            for w in range(max(self.num_workers, 1))
-            for _, lo, hi in self._ranges(rank, world, w)
-        )
+        return sum(self._records_per_worker())
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (exact; unknown in segment mode)."""
         if self.mode == "segment":
             raise TypeError("the number of segment batches is not known before reading")
-        rank, world = self._placement()
-        total = 0
-        for w in range(max(self.num_workers, 1)):
-            n = sum(hi - lo for _, lo, hi in self._ranges(rank, world, w))
-            total += n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-        return total
+        if self.drop_last:
+            return sum(n // self.batch_size for n in self._records_per_worker())
+        return sum(-(-n // self.batch_size) for n in self._records_per_worker())
 
     # -- iteration ---------------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker = 0 if info is None else info.id
-        if info is not None and info.num_workers != max(self.num_workers, 1):
+        if info is not None and info.num_workers != self._workers:
             raise RuntimeError(
                 f"YT8MDataset was built for num_workers={self.num_workers} but the DataLoader runs "
                 f"{info.num_workers}: pass the same number to both"
             )
         rank, world = self._placement()
-        consumer = rank * max(self.num_workers, 1) + worker
+        consumer = rank * self._workers + worker
         samples = self._samples(self._ranges(rank, world, worker))
         if self.train and self.shuffle and self.shuffle_buffer > 1:
+            # Seeded per consumer and epoch, so that a run repeats; the trailing 1 keeps this
+            # stream apart from the file order's, seeded with [seed, epoch].
             samples = _shuffled(
                 samples,
                 self.shuffle_buffer,
@@ -514,13 +263,9 @@ class YT8MDataset(IterableDataset):
 
     def _collate(self, samples: list) -> dict:
         if self.mode == "frame" and self.teacher_sampler is not None:
-            batch = collate_frames([s for s, _ in samples], self.num_classes, self.frames_per_video)
-            teacher = collate_frames(
-                [t for _, t in samples], self.num_classes, self.teacher_frames_per_video
+            return collate_frame_views(
+                samples, self.num_classes, self.frames_per_video, self.teacher_frames_per_video
             )
-            for key in ("frames", "mask", "num_frames"):
-                batch[f"teacher_{key}"] = teacher[key]
-            return batch
         if self.mode == "frame":
             return collate_frames(samples, self.num_classes, self.frames_per_video)
         if self.mode == "segment":
@@ -551,11 +296,10 @@ class YT8MDataset(IterableDataset):
             first = int(self.offsets[file_index][start])
             for index, offset, payload in iter_payloads(path, first, start, stop, on_bad_payload):
                 try:
-                    record = decoder.decode(payload)
-                except _InvalidPayload as e:
-                    error = CorruptRecordError(path, index, offset, str(e))
+                    record = decoder.decode_record(path, index, offset, payload)
+                except CorruptRecordError as error:
                     if on_bad_payload is None:
-                        raise error from None
+                        raise
                     skip(error)
                     continue
                 if self.mode == "segment":

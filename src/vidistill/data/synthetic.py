@@ -113,14 +113,12 @@ import numpy as np
 from tfrecord import example_pb2
 
 from vidistill.data.records import (
-    AUDIO_SIZE,
-    RGB_SIZE,
-    SEGMENT_LENGTH,
     RecordWriter,
     dequantize,
     encode_frame_example,
     encode_video_example,
 )
+from vidistill.features import AUDIO_SIZE, RGB_SIZE, SEGMENT_LENGTH
 
 log = logging.getLogger(__name__)
 

@@ -157,9 +157,7 @@ class PredictionLoss(DistillationTerm):
     def forward(
         self, student: BackboneOutput, teacher: BackboneOutput, batch: dict
     ) -> torch.Tensor:
-        return PREDICTION_DISTANCES[self.distance](
-            teacher.logits, student.logits, self.temperature
-        )
+        return PREDICTION_DISTANCES[self.distance](teacher.logits, student.logits, self.temperature)
 
 
 class ClassificationLoss(DistillationTerm):
@@ -223,7 +221,7 @@ class TeacherStudentDistillation(nn.Module):
         teacher: the teacher backbone (trained, for serial mode).
         losses: the available terms by name (``rep``, ``rep_blocks``, ``pred``, ``ce``).
         weights: weight of each term; terms with weight 0 (or absent) are not computed. A name
-            that is not in ``losses`` is an error. :class:`vidistill.callbacks.LossWeightSchedule`
+            that is not in ``losses`` is an error. :class:`vidistill.lit.callbacks.LossWeightSchedule`
             changes them between epochs (the two-stage variant).
         parallel: train the teacher in the same steps with its own L_CE instead of freezing it.
         classifier: ``separate`` (each its own, as in the authors' code) or ``shared`` (as in

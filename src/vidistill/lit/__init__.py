@@ -1,6 +1,6 @@
-"""LightningModules wrapping the backbones."""
+"""The LightningModule that trains the backbones (:mod:`.classifier`), its callbacks
+(:mod:`.callbacks`) and the checkpoints that describe their run (:mod:`.checkpoints`)."""
 
-from vidistill.distill import multilabel_bce
 from vidistill.lit.classifier import VideoClassifier
 
-__all__ = ["VideoClassifier", "multilabel_bce"]
+__all__ = ["VideoClassifier"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -35,7 +34,7 @@ class VideoClassifier(pl.LightningModule):
         optimizer: a factory taking the parameters (Hydra ``_partial_``), Adam by default.
         lr_decay_rate, lr_decay_examples: multiply the learning rate by ``lr_decay_rate`` every
             ``lr_decay_examples`` training examples (counted over all ranks).
-        top_k: classes kept per video by the metrics (GAP@k, mAP@k) and by ``predict_step``.
+        top_k: classes kept per video by the metrics (GAP@k, mAP@k).
         init_output_bias: start the output biases at the log-odds of the class priors (from the
             data's vocabulary), when the backbone supports it. With hundreds of classes and
             p = 0.5 everywhere, the first hundreds of steps only learn that labels are rare.
@@ -49,7 +48,7 @@ class VideoClassifier(pl.LightningModule):
             objective with state (a teacher, a projection) is an ``nn.Module``, trained and
             checkpointed with the model; it may define ``attach(backbone)`` (called here once)
             and ``initialize_output_bias(backbone, log_odds)`` (then it decides where outputs
-            start). It is training-only: :func:`vidistill.checkpoints.load_model` leaves it out.
+            start). It is training-only: :func:`vidistill.lit.checkpoints.load_model` leaves it out.
         placement: model parallelism for a mixture backbone (MOD paper): one device per member
             of its root (:func:`vidistill.models.mixture.place`); one process only.
         task: ``video`` (video-level labels: GAP, mAP, Hit@1, PERR) or ``segment`` (rated
@@ -216,12 +215,6 @@ class VideoClassifier(pl.LightningModule):
         for member_metrics in self.test_member_metrics:
             self.log_dict(member_metrics.compute())
             member_metrics.reset()
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        """Top-k classes per video: ``ids``, ``classes`` int64 [B, k], ``scores`` float [B, k]."""
-        probabilities = torch.sigmoid(self(batch["frames"], batch["mask"]).logits)
-        scores, classes = probabilities.topk(min(self.hparams.top_k, probabilities.shape[1]), dim=1)
-        return {"ids": batch["ids"], "classes": classes, "scores": scores}
 
     def configure_gradient_clipping(
         self,

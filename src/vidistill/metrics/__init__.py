@@ -1,4 +1,5 @@
-"""Official YouTube-8M video-level metrics: functional forms and torchmetrics classes."""
+"""Official YouTube-8M metrics: the video-level ones (functional forms and torchmetrics classes)
+and the 2019 segment-level MAP@K (:mod:`.segments`)."""
 
 from vidistill.metrics import functional
 from vidistill.metrics.classification import (
@@ -8,13 +9,7 @@ from vidistill.metrics.classification import (
     MeanAveragePrecision,
     video_metrics,
 )
-from vidistill.metrics.segments import (
-    SegmentMAPAtK,
-    read_segment_ratings,
-    read_submission_csv,
-    segment_map_at_k,
-    write_submission_csv,
-)
+from vidistill.metrics.segments import SegmentMAPAtK, segment_map_at_k
 
 __all__ = [
     "PERR",
@@ -23,9 +18,6 @@ __all__ = [
     "MeanAveragePrecision",
     "SegmentMAPAtK",
     "functional",
-    "read_segment_ratings",
-    "read_submission_csv",
     "segment_map_at_k",
     "video_metrics",
-    "write_submission_csv",
 ]

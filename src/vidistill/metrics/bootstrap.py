@@ -19,12 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vidistill.metrics.functional import (
-    ArrayLike,
-    _check_inputs,
-    _rank_order,
-    top_k_per_video,
-)
+from vidistill.metrics._common import ArrayLike, chunk_slices, positive_mask, rank_order
+from vidistill.metrics.functional import _check_inputs, top_k_per_video
 
 __all__ = ["gap_bootstrap_interval", "resampled_gaps"]
 
@@ -55,7 +51,7 @@ def gap_bootstrap_interval(
     """
     preds, target = _check_inputs(predictions, labels)
     scores, kept, _ = top_k_per_video(preds, target, top_k)
-    positives = (target > 0).sum(1)
+    positives = positive_mask(target).sum(1)
     return interval(
         resampled_gaps(scores, kept, positives, draw_counts(len(preds), resamples, seed)), level
     )
@@ -95,16 +91,15 @@ def resampled_gaps(scores: Tensor, kept: Tensor, positives: Tensor, counts: Tens
     """
     num_videos, k = scores.shape
     flat_labels = kept.flatten()
-    order = _rank_order(scores.flatten(), flat_labels)
+    order = rank_order(scores.flatten(), flat_labels)
     ranked_video = torch.arange(num_videos, device=scores.device).repeat_interleave(k)[order]
     ranked_positive = flat_labels[order]
     counts = counts.to(scores.device, torch.float64)
     totals = counts @ positives.to(counts)
-    chunk = max(1, _CHUNK_CELLS // max(ranked_video.numel(), 1))
     sums = torch.cat(
         [
-            _positive_precision_sums(counts[i : i + chunk], ranked_video, ranked_positive)
-            for i in range(0, len(counts), chunk)
+            _positive_precision_sums(counts[rows], ranked_video, ranked_positive)
+            for rows in chunk_slices(len(counts), ranked_video.numel(), _CHUNK_CELLS)
         ]
     )
     return torch.where(totals > 0, sums / totals.clamp_min(1), torch.zeros_like(sums))

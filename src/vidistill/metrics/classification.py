@@ -22,20 +22,23 @@ when evaluating float64 predictions that must match the functional result bit fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
-from torchmetrics.utilities import dim_zero_cat
-from torchmetrics.utilities.distributed import gather_all_tensors
 
+from vidistill.metrics._common import (
+    ArrayLike,
+    CatStateMetric,
+    cat_state,
+    check_positive_int,
+    positive_mask,
+    zero_score,
+)
 from vidistill.metrics.bootstrap import draw_counts, interval, resampled_gaps
 from vidistill.metrics.functional import (
-    ArrayLike,
     _check_inputs,
-    _check_top_k,
     _gap_from_top_k,
     _hit_at_one_sum,
     _map_from_top_k,
@@ -53,25 +56,12 @@ __all__ = [
 ]
 
 
-def _cat_state(state: list[Tensor] | Tensor) -> Tensor | None:
-    """A ``cat`` list state as one tensor (it is already one after a DDP sync); None if empty."""
-    if isinstance(state, list):
-        if not state:
-            return None
-        return dim_zero_cat(state)
-    return state
-
-
-class _TopKMetric(Metric):
+class _TopKMetric(CatStateMetric):
     """Shared state handling of the two ranking metrics (pooled per-video top-k entries)."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
 
     def __init__(self, top_k: int = 20, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.top_k = _check_top_k(top_k)
+        self.top_k = check_positive_int(top_k, "top_k")
         self.add_state("top_scores", default=[], dist_reduce_fx="cat")
         self.add_state("top_labels", default=[], dist_reduce_fx="cat")
 
@@ -86,24 +76,12 @@ class _TopKMetric(Metric):
         self.top_labels.append(labels.flatten().to(torch.uint8))
         return classes
 
-    def _sync_dist(
-        self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None
-    ) -> None:
-        # A rank that saw no data has empty list states; torchmetrics then gathers a float tensor
-        # of the metric's dtype in their place, and all_gather fails when the other ranks send
-        # uint8 or int32. Supply correctly typed empty tensors instead. sync() has already cached
-        # the real state, which unsync() restores.
-        for name, dtype in self._list_state_dtypes().items():
-            if isinstance(getattr(self, name), list) and not getattr(self, name):
-                setattr(self, name, [torch.empty(0, dtype=dtype, device=self.device)])
-        super()._sync_dist(dist_sync_fn, process_group)
-
     def _pooled(self) -> tuple[Tensor, Tensor] | None:
         """``(scores [M], labels [M] bool)`` of everything accumulated, or None if nothing."""
-        scores = _cat_state(self.top_scores)
+        scores = cat_state(self.top_scores)
         if scores is None:
             return None
-        return scores, _cat_state(self.top_labels) > 0
+        return scores, cat_state(self.top_labels) > 0
 
 
 class GlobalAveragePrecision(_TopKMetric):
@@ -128,7 +106,7 @@ class GlobalAveragePrecision(_TopKMetric):
         """Accumulate a batch: ``preds`` ``[n, C]`` float scores, ``target`` ``[n, C]`` labels."""
         preds, target = _check_inputs(preds, target)
         self._append_top_k(preds, target)
-        per_video = (target > 0).sum(1)
+        per_video = positive_mask(target).sum(1)
         self.video_positives.append(per_video.to(torch.int32))
         self.num_positives += per_video.sum().to(self.num_positives.device)
 
@@ -136,7 +114,7 @@ class GlobalAveragePrecision(_TopKMetric):
         """GAP as a 0-d float64 tensor (0 with no positives)."""
         pooled = self._pooled()
         if pooled is None:
-            return torch.zeros((), dtype=torch.float64, device=self.device)
+            return zero_score(self.device)
         return _gap_from_top_k(*pooled, self.num_positives)
 
     def bootstrap_interval(
@@ -148,7 +126,7 @@ class GlobalAveragePrecision(_TopKMetric):
         pooled = self._pooled()
         if pooled is None:
             return float("nan"), float("nan")
-        positives = _cat_state(self.video_positives)
+        positives = cat_state(self.video_positives)
         scores, labels = (x.view(len(positives), -1) for x in pooled)
         counts = draw_counts(len(positives), resamples, seed)
         return interval(resampled_gaps(scores, labels, positives, counts), level)
@@ -166,9 +144,7 @@ class MeanAveragePrecision(_TopKMetric):
 
     def __init__(self, num_classes: int, top_k: int = 20, **kwargs: Any) -> None:
         super().__init__(top_k=top_k, **kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.num_classes = num_classes
+        self.num_classes = check_positive_int(num_classes, "num_classes")
         self.add_state("top_classes", default=[], dist_reduce_fx="cat")
         self.add_state(
             "positives_per_class",
@@ -192,8 +168,8 @@ class MeanAveragePrecision(_TopKMetric):
         """mAP as a 0-d float64 tensor (0 when no class has positives)."""
         pooled = self._pooled()
         if pooled is None:
-            return torch.zeros((), dtype=torch.float64, device=self.device)
-        classes = _cat_state(self.top_classes).long()
+            return zero_score(self.device)
+        classes = cat_state(self.top_classes).long()
         return _map_from_top_k(*pooled, classes, self.positives_per_class)
 
 
@@ -221,7 +197,7 @@ class HitAtOne(Metric):
     def compute(self) -> Tensor:
         """Hit@1 as a 0-d float64 tensor (0 before any video)."""
         if int(self.hit_videos) == 0:
-            return torch.zeros((), dtype=torch.float64, device=self.device)
+            return zero_score(self.device)
         return self.hits.double() / self.hit_videos.double()
 
 
@@ -249,7 +225,7 @@ class PERR(Metric):
     def compute(self) -> Tensor:
         """PERR as a 0-d float64 tensor (0 before any video)."""
         if int(self.perr_videos) == 0:
-            return torch.zeros((), dtype=torch.float64, device=self.device)
+            return zero_score(self.device)
         return self.precision_sum.double() / self.perr_videos.double()
 
 

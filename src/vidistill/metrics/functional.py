@@ -2,8 +2,8 @@
 
 Every function takes ``predictions`` (float scores, shape ``[N, C]``) and ``labels`` (shape
 ``[N, C]``, any numeric or bool dtype, an entry ``> 0`` is a positive) as numpy arrays or torch
-tensors, and returns a Python float. The definitions follow the official ``eval_util.py`` /
-``average_precision_calculator.py`` (see ``yt8m-format-and-metrics.md``):
+tensors, and returns a Python float. The definitions follow the official ``eval_util.py`` and
+``average_precision_calculator.py`` of the YouTube-8M starter code (github.com/google/youtube-8m):
 
 * **GAP@k**: each video keeps its ``k`` highest-scoring classes; the ``N * k`` kept
   (score, label) pairs are pooled and ranked by score; AP is the sum, over the ranks ``i`` holding
@@ -42,30 +42,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from vidistill.metrics.segments import (
-    segment_ap_per_class,
-    segment_average_precision,
-    segment_map_at_k,
-    segment_map_at_k_from_scores,
+from vidistill.metrics._common import (
+    ArrayLike,
+    as_tensor,
+    check_positive_int,
+    chunk_slices,
+    positive_mask,
+    rank_order,
+    reject_nan,
+    zero_score,
 )
 
-__all__ = [
-    "gap",
-    "hit_at_one",
-    "mean_average_precision",
-    "perr",
-    "segment_ap_per_class",
-    "segment_average_precision",
-    "segment_map_at_k",
-    "segment_map_at_k_from_scores",
-    "top_k_per_video",
-]
-
-ArrayLike = np.ndarray | Tensor
+__all__ = ["gap", "hit_at_one", "mean_average_precision", "perr", "top_k_per_video"]
 
 # Elements per row chunk when scanning the [N, C] matrix. Large enough that the fixed cost of each
 # kernel launch (milliseconds on a busy CPU thread pool) does not dominate, small enough that the
@@ -79,17 +70,10 @@ _CHUNK_ELEMENTS = 1 << 24
 # --------------------------------------------------------------------------------------------
 
 
-def _as_tensor(x: ArrayLike) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    # from_numpy shares memory but refuses negative strides; ascontiguousarray copies only then.
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x)))
-
-
 def _check_inputs(predictions: ArrayLike, labels: ArrayLike) -> tuple[Tensor, Tensor]:
     """Validated ``(predictions [N, C] float, labels [N, C])`` on the predictions' device."""
-    preds = _as_tensor(predictions)
-    target = _as_tensor(labels)
+    preds = as_tensor(predictions)
+    target = as_tensor(labels)
     if preds.ndim != 2 or target.ndim != 2:
         raise ValueError(
             f"predictions and labels must be 2-D [N, C], got {tuple(preds.shape)} and "
@@ -103,26 +87,12 @@ def _check_inputs(predictions: ArrayLike, labels: ArrayLike) -> tuple[Tensor, Te
         raise ValueError("predictions have no classes (C = 0)")
     if not preds.is_floating_point():
         preds = preds.float()
-    return preds.detach(), target.detach().to(preds.device)
-
-
-def _check_top_k(top_k: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    return int(top_k)
-
-
-def _positive(labels: Tensor) -> Tensor:
-    """Boolean positives mask of a label tensor of any dtype (same shape)."""
-    return labels if labels.dtype == torch.bool else labels > 0
+    return preds, target.to(preds.device)
 
 
 def _row_chunks(x: Tensor) -> Iterator[slice]:
     """Row slices covering ``x`` ``[N, C]``, each about ``_CHUNK_ELEMENTS`` elements."""
-    n, c = x.shape
-    step = max(1, _CHUNK_ELEMENTS // c)
-    for start in range(0, n, step):
-        yield slice(start, min(start + step, n))
+    return chunk_slices(x.shape[0], x.shape[1], _CHUNK_ELEMENTS)
 
 
 def _reject_nan(best: Tensor) -> None:
@@ -131,8 +101,7 @@ def _reject_nan(best: Tensor) -> None:
     torch's topk and argmax rank NaN above every number, so a row holding a NaN has it as its
     best score; checking that one column is far cheaper than scanning the whole matrix.
     """
-    if bool(torch.isnan(best).any()):
-        raise ValueError("predictions contain NaN")
+    reject_nan(best, "predictions")
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +193,7 @@ def top_k_per_video(
         predictions' dtype; everything lives on the predictions' device.
     """
     preds, target = _check_inputs(predictions, labels)
-    k = min(_check_top_k(k), preds.shape[1])
+    k = min(check_positive_int(k, "top_k"), preds.shape[1])
     scores, classes = [], []
     for rows in _row_chunks(preds):
         s, c = _video_top_k(preds[rows], k)
@@ -235,7 +204,7 @@ def top_k_per_video(
     else:  # N = 0
         top_scores = preds.new_empty((0, k))
         top_classes = torch.empty((0, k), dtype=torch.long, device=preds.device)
-    return top_scores, _positive(target.gather(1, top_classes)), top_classes
+    return top_scores, positive_mask(target.gather(1, top_classes)), top_classes
 
 
 def _positives_per_class(labels: Tensor) -> Tensor:
@@ -245,7 +214,7 @@ def _positives_per_class(labels: Tensor) -> Tensor:
         # Chunked so that float labels never spawn an [N, C] mask. A uint8 view summed into int32
         # is several times faster than summing bool columns (which widens every element to
         # int64), and a chunk has far fewer than 2**31 rows.
-        pos = _positive(labels[rows]).view(torch.uint8)
+        pos = positive_mask(labels[rows]).view(torch.uint8)
         counts += pos.sum(dim=0, dtype=torch.int32)
     return counts
 
@@ -253,20 +222,6 @@ def _positives_per_class(labels: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # Ranking of the kept entries (shared with the torchmetrics classes)
 # --------------------------------------------------------------------------------------------
-
-
-def _rank_order(scores: Tensor, labels: Tensor) -> Tensor:
-    """Permutation ranking ``[M]`` entries by score descending, negatives before positives on ties.
-
-    Args:
-        scores: ``[M]`` float; labels: ``[M]`` bool.
-
-    Returns:
-        ``[M]`` int64 indices.
-    """
-    # Negatives first, then a stable sort on score: equal scores keep negatives ahead.
-    staged = torch.cat([(~labels).nonzero().squeeze(1), labels.nonzero().squeeze(1)])
-    return staged[torch.sort(scores[staged], descending=True, stable=True).indices]
 
 
 def _gap_from_top_k(scores: Tensor, labels: Tensor, num_positives: Tensor | int) -> Tensor:
@@ -282,8 +237,8 @@ def _gap_from_top_k(scores: Tensor, labels: Tensor, num_positives: Tensor | int)
     """
     total = int(num_positives)
     if total == 0:
-        return torch.zeros((), dtype=torch.float64, device=scores.device)
-    ranked = labels[_rank_order(scores, labels)]
+        return zero_score(scores.device)
+    ranked = labels[rank_order(scores, labels)]
     rank = ranked.nonzero().squeeze(1).double() + 1  # 1-based rank of each kept positive
     seen = torch.arange(1, rank.numel() + 1, dtype=torch.float64, device=rank.device)
     return (seen / rank).sum() / total
@@ -306,10 +261,10 @@ def _map_from_top_k(
     device = positives_per_class.device
     counted = positives_per_class > 0
     if not bool(counted.any()):
-        return torch.zeros((), dtype=torch.float64, device=device)
+        return zero_score(device)
     num_classes = positives_per_class.numel()
     # Group by class (stable, so each group keeps the score ranking with its tie rule).
-    order = _rank_order(scores, labels)
+    order = rank_order(scores, labels)
     order = order[torch.sort(classes[order], stable=True).indices]
     cls, lab = classes[order], labels[order]
 
@@ -340,7 +295,7 @@ def _hit_at_one_sum(preds: Tensor, labels: Tensor) -> Tensor:
         # argmax documents that it returns the first maximal index: the lower-index tie rule.
         top = preds[rows].argmax(dim=1, keepdim=True)
         _reject_nan(preds[rows].gather(1, top))
-        hits += _positive(labels[rows].gather(1, top)).sum()
+        hits += positive_mask(labels[rows].gather(1, top)).sum()
     return hits
 
 
@@ -348,7 +303,7 @@ def _perr_sum(preds: Tensor, labels: Tensor) -> Tensor:
     """Sum over videos (0-d float64) of the precision at equal recall; inputs ``[N, C]``."""
     total = torch.zeros((), dtype=torch.float64, device=preds.device)
     for rows in _row_chunks(preds):
-        pos = _positive(labels[rows])
+        pos = positive_mask(labels[rows])
         m = pos.sum(dim=1)  # [n] positives per video
         # The chunk's largest m bounds how far down any of its videos has to look; at least 1 so
         # that a chunk without positives still gets its NaN check.

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidistill.data.records import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import TF_BN_EPS, TF_BN_MOMENTUM, build_classifier, pack, unpack
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidistill.data.records import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import build_classifier, pack
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vidistill.data.records import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import Backbone, BackboneOutput, masked_mean
 from vidistill.models.layers import LogisticClassifier
 

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidistill.data.records import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import Backbone, BackboneOutput, masked_mean
 from vidistill.models.layers import TF_BN_EPS, TF_BN_MOMENTUM
 
@@ -210,7 +210,9 @@ def tree_shape(model: Backbone) -> str:
 
 
 def _plural(shape: str) -> str:
-    return "mixtures" + shape.removeprefix("mixture") if shape.startswith("mixture ") else shape + "s"
+    return (
+        "mixtures" + shape.removeprefix("mixture") if shape.startswith("mixture ") else shape + "s"
+    )
 
 
 def subtree(model: Backbone, path: Any) -> Backbone:
@@ -235,13 +237,6 @@ def subtree(model: Backbone, path: Any) -> Backbone:
             )
         node = members[index]
     return node
-
-
-def leaves(output: BackboneOutput) -> list[BackboneOutput]:
-    """The leaf outputs of a (possibly nested) mixture output, left to right."""
-    if not output.members:
-        return [output]
-    return [leaf for member in output.members for leaf in leaves(member)]
 
 
 def _usable_device(spec: str | torch.device, position: int) -> torch.device:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vidistill.data.records import AUDIO_SIZE, RGB_SIZE
+from vidistill.features import AUDIO_SIZE, RGB_SIZE
 from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import (
     TF_BN_EPS,

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidistill.checkpoints import load_model
-from vidistill.data.records import FEATURE_SIZE, dequantize_coefficients
+from vidistill.data.quantization import dequantize_coefficients
+from vidistill.features import FEATURE_SIZE, MAX_FRAMES
+from vidistill.lit.checkpoints import load_model
 from vidistill.models.mixture import member_path, subtree
 
 log = logging.getLogger(__name__)
@@ -77,23 +78,16 @@ def export(
     an example's shape fails it. Existing files are refused unless ``overwrite``; ValueError if
     an exported model differs from PyTorch by more than ``TOLERANCE``.
     """
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown or not formats:
-        raise ValueError(f"formats={list(formats)}: choose from {', '.join(FORMATS)}")
-    targets = {name: Path(f"{output}{SUFFIXES[name]}") for name in formats}
-    record_path = Path(f"{output}.json")
-    for path in [*targets.values(), record_path]:
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
+    targets = _targets(output, formats, overwrite)
     model, info = load_model(checkpoint)
     backbone = subtree(model.backbone, member)
     member = member_path(member) or None
     wrapped = QuantizedInputModel(backbone).eval()
     data = info["data"]
-    length = frames or data.get("k") or data.get("max_frames") or 300
+    length = frames or data.get("k") or data.get("max_frames") or MAX_FRAMES
     fixed = any(getattr(module, "export_fixed_frames", False) for module in backbone.modules())
     example = example_inputs(2, length)
-    checks = [example_inputs(5, length)]
+    checks = [example, example_inputs(5, length)]
     if not fixed:
         checks.append(example_inputs(3, max(1, length // 2)))
     record: dict[str, Any] = {
@@ -105,22 +99,50 @@ def export(
         # An unrolled recurrence (H-RNN) keeps the example's T: pad or cut inputs to it.
         "fixed_frames": length if fixed else None,
         "outputs": {"probabilities": "float32 [B, C]"},
-        "exports": {},
+        "exports": {
+            name: _export_checked(name, wrapped, example, checks, path, opset, fixed)
+            for name, path in targets.items()
+        },
     }
-    targets_dir = Path(output).parent
-    targets_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in targets.items():
-        run = _EXPORTERS[name](wrapped, example, path, opset, fixed)
-        difference = max(_max_difference(wrapped, run, inputs) for inputs in [example, *checks])
-        record["exports"][name] = {"path": str(path), "max_abs_difference": difference}
-        log.info("%s: %s, max |exported - PyTorch| = %.3g", name, path, difference)
-        if not difference <= TOLERANCE:
-            raise ValueError(
-                f"{path}: the exported model differs from PyTorch by {difference:.3g} "
-                f"(more than {TOLERANCE})"
-            )
-    record_path.write_text(json.dumps(record, indent=2))
+    Path(f"{output}.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def _targets(output: str | os.PathLike, formats: Sequence[str], overwrite: bool) -> dict[str, Path]:
+    """The file of each format (``<output>.pt``, ``<output>.onnx``), its directory made;
+    ValueError for an unknown format, FileExistsError for a file (or the record) that exists
+    unless ``overwrite``."""
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats={list(formats)}: choose from {', '.join(FORMATS)}")
+    targets = {name: Path(f"{output}{SUFFIXES[name]}") for name in formats}
+    for path in [*targets.values(), Path(f"{output}.json")]:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=true to replace it")
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def _export_checked(
+    name: str,
+    wrapped: nn.Module,
+    example: tuple[torch.Tensor, torch.Tensor],
+    checks: list[tuple[torch.Tensor, torch.Tensor]],
+    path: Path,
+    opset: int,
+    fixed: bool,
+) -> dict[str, Any]:
+    """Write one format and run it against PyTorch on every input of ``checks``; ValueError
+    beyond ``TOLERANCE``."""
+    run = _EXPORTERS[name](wrapped, example, path, opset, fixed)
+    difference = max(_max_difference(wrapped, run, inputs) for inputs in checks)
+    log.info("%s: %s, max |exported - PyTorch| = %.3g", name, path, difference)
+    if not difference <= TOLERANCE:
+        raise ValueError(
+            f"{path}: the exported model differs from PyTorch by {difference:.3g} "
+            f"(more than {TOLERANCE})"
+        )
+    return {"path": str(path), "max_abs_difference": difference}
 
 
 def example_inputs(batch: int, frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

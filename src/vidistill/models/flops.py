@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vidistill.data.records import FEATURE_SIZE, RGB_SIZE
+from vidistill.features import FEATURE_SIZE, RGB_SIZE
 from vidistill.models.base import count_parameters
 from vidistill.models.dbof import DBoF
 from vidistill.models.hrnn import HRNN

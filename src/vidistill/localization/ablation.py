@@ -26,8 +26,9 @@ from typing import Any
 from hydra import compose
 from omegaconf import DictConfig, open_dict
 
-from vidistill import localization
-from vidistill.runner import METRICS_FILE, train
+from vidistill.layout import METRICS_FILE
+from vidistill.localization import pipeline
+from vidistill.runs import train
 
 log = logging.getLogger(__name__)
 
@@ -122,5 +123,5 @@ def _localized(
             variant.output = None
             variant.ablation = None
         directory.mkdir(parents=True, exist_ok=True)
-        localization.run(variant)
+        pipeline.run(variant)
     return json.loads(record.read_text())["metrics"]

@@ -1,6 +1,5 @@
-"""Temporal localization (MOD paper): segment cutting, score combination, per-class top K,
-candidates and their recall, the video model's frames, and localize.py end to end on a tiny
-synthetic set."""
+"""The localization pipeline: its settings, localize() with stand-in models, and localize.py
+end to end on a tiny synthetic set."""
 
 from __future__ import annotations
 
@@ -10,105 +9,27 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
 from hydra_helpers import compose_config, segment_finetune
-from vidistill.checkpoints import CHECKPOINT_KEY
-from vidistill.data import YT8MDataset, build_sampler, dequantize_batch, read_records
-from vidistill.localization import (
-    ClassTopK,
-    LocalizationSettings,
-    VideoFrames,
-    candidate_classes,
-    candidate_hits,
-    combine_scores,
-    localize,
-    positive_pairs,
+from vidistill.data import read_records
+from vidistill.lit.checkpoints import CHECKPOINT_KEY
+from vidistill.localization.pipeline import LocalizationSettings, localize, run
+from vidistill.localization.scoring import positive_pairs
+from vidistill.localization.submission import (
+    read_segment_ratings,
+    read_submission_csv,
     read_whitelist,
-    run,
-    segments_of,
 )
-from vidistill.metrics.segments import read_segment_ratings, read_submission_csv, segment_map_at_k
+from vidistill.metrics.segments import segment_map_at_k
 from vidistill.models.base import masked_mean
-from vidistill.runner import predict, train
+from vidistill.runs import train, write_predictions
 
 NUM_CLASSES = 20
 NEXTVLAD = ["model=nextvlad", "model.backbone.clusters=4", "model.backbone.hidden_size=16"]
-
-
-# --------------------------------------------------------------------------------------------
-# Segments, scores, candidates
-# --------------------------------------------------------------------------------------------
-
-
-def _batch(lengths: list[int], width: int, dim: int = 3, seed: int = 0) -> tuple:
-    """frames [B, width, dim] (0.0 past each length) and mask [B, width]."""
-    frames = torch.randn(len(lengths), width, dim, generator=torch.Generator().manual_seed(seed))
-    mask = torch.arange(width) < torch.tensor(lengths)[:, None]
-    return frames.masked_fill(~mask.unsqueeze(-1), 0.0), mask
-
-
-@pytest.mark.parametrize("width", [13, 15])  # padded to a multiple of 5, or already one
-def test_segments_of_cuts_five_frame_segments_and_a_short_last_one(width):
-    frames, mask = _batch([13, 5, 3], width)
-    segments = segments_of(frames, mask)
-    assert segments.video.tolist() == [0, 0, 0, 1, 2]
-    assert segments.number.tolist() == [0, 1, 2, 0, 0]
-    assert segments.frames.shape == (5, 5, 3)
-    # video 0: [0, 5), [5, 10), then [10, 13) with 3 valid frames and 0.0 padding
-    assert torch.equal(segments.frames[1], frames[0, 5:10])
-    assert torch.equal(segments.frames[2, :3], frames[0, 10:13])
-    assert torch.equal(segments.mask[2], torch.tensor([True, True, True, False, False]))
-    assert torch.all(segments.frames[2, 3:] == 0.0)
-    # a video of exactly 5 frames has one full segment; one shorter than 5 still has one
-    assert segments.mask[3].all()
-    assert segments.mask[4].tolist() == [True, True, True, False, False]
-    assert torch.equal(segments.frames[4, :3], frames[2, :3])
-
-
-def test_combine_scores_on_hand_values():
-    p_video = torch.tensor([0.8, 0.5, 1.0, 0.0])
-    p_segment = torch.tensor([0.5, 0.25, 0.1, 0.9])
-    expected = [0.8**0.05 * 0.5**0.95, 0.5**0.05 * 0.25**0.95, 0.1**0.95, 0.0]
-    combined = combine_scores(p_video, p_segment, 0.05, 0.95)
-    assert combined.tolist() == pytest.approx(expected, rel=1e-6)
-    # a = 1, b = 0: every segment inherits its video's score exactly, no segment scores needed
-    assert torch.equal(combine_scores(p_video, None, 1.0, 0.0), p_video)
-    assert torch.equal(combine_scores(p_video, p_segment, 1.0, 0.0), p_video)
-    # a = 0, b = 1: the segment model alone
-    assert torch.equal(combine_scores(p_video, p_segment, 0.0, 1.0), p_segment)
-    with pytest.raises(ValueError, match="needs segment probabilities"):
-        combine_scores(p_video, None, 0.05, 0.95)
-
-
-def test_candidates_and_their_recall_on_a_hand_made_case():
-    p_video = torch.tensor(
-        [
-            [0.1, 0.9, 0.3, 0.3, 0.0],  # tie at the cut: class 2 before class 3
-            [0.7, 0.2, 0.2, 0.6, 0.8],
-        ]
-    )
-    classes, probabilities = candidate_classes(p_video, 2)
-    assert classes.tolist() == [[1, 2], [4, 0]]
-    assert torch.equal(probabilities, torch.tensor([[0.9, 0.3], [0.8, 0.7]]))
-    assert candidate_classes(p_video, 9)[0].shape == (2, 5)  # at most every class
-
-    ratings = [
-        ("a:0", 1, 1.0),  # hit
-        ("a:5", 1, 1.0),  # same (video, class) pair: counted once
-        ("a:5", 3, 1.0),  # miss: class 3 lost the tie
-        ("a:10", 4, 0.0),  # negative: not a positive pair
-        ("b:0", 0, 1.0),  # hit
-        ("b:0", 2, 1.0),  # miss
-        ("c:0", 1, 1.0),  # a video never scored: a miss
-    ]
-    positives = positive_pairs(ratings)
-    assert positives == {"a": {1, 3}, "b": {0, 2}, "c": {1}}
-    assert candidate_hits(["a", "b"], classes, positives) == 2  # recall 2 / 5
 
 
 def test_settings_reject_bad_values():
@@ -125,88 +46,9 @@ def test_settings_reject_bad_values():
     assert not LocalizationSettings(video_exponent=1, segment_exponent=0).uses_segment_model
 
 
-def test_read_whitelist(tmp_path):
-    path = tmp_path / "segment_label_ids.csv"
-    path.write_text("Index\n7\n3\n\n")
-    assert read_whitelist(path, 10).tolist() == [3, 7]
-    path.write_text("Index\n3\n12\n")
-    with pytest.raises(ValueError, match=r"classes \[12\] are outside the vocabulary of 10"):
-        read_whitelist(path, 10)
-    path.write_text("Index\n")
-    with pytest.raises(ValueError, match="no class index"):
-        read_whitelist(path, 10)
-    path.write_text("Index\nthree\n")
-    with pytest.raises(ValueError, match="line 2"):
-        read_whitelist(path, 10)
-
-
 # --------------------------------------------------------------------------------------------
-# Per-class top K
+# The core pipeline, with stand-in models
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_class_top_k_equals_a_full_sort_and_stays_bounded(seed):
-    rng = np.random.default_rng(seed)
-    k, capacity = 40, 64
-    n = 1000
-    scores = np.round(rng.random(n), 1).astype(np.float32)  # 11 distinct values: many ties
-    keys = rng.permutation(10 * n)[:n].astype(np.int64)
-    buffer = ClassTopK(k, capacity)
-    start = 0
-    while start < n:
-        size = int(rng.integers(0, 90))  # some chunks alone exceed the capacity
-        buffer.add(scores[start : start + size], keys[start : start + size])
-        assert len(buffer) <= capacity
-        start += size
-    got_scores, got_keys = buffer.ranked()
-    expected = sorted(range(n), key=lambda i: (-scores[i], keys[i]))[:k]
-    assert got_keys.tolist() == keys[expected].tolist()
-    assert got_scores.tolist() == scores[expected].tolist()
-
-    # ties follow the given order (here: larger key first)
-    descending = ClassTopK(k, capacity, order=lambda keys: np.argsort(-keys, kind="stable"))
-    descending.add(scores, keys)
-    expected = sorted(range(n), key=lambda i: (-scores[i], -keys[i]))[:k]
-    assert descending.ranked()[1].tolist() == keys[expected].tolist()
-
-
-def test_class_top_k_edge_cases():
-    buffer = ClassTopK(3)
-    assert [part.tolist() for part in buffer.ranked()] == [[], []]
-    buffer.add([0.5, 0.5], [9, 2])
-    assert buffer.ranked()[1].tolist() == [2, 9]  # fewer than K entries: all of them
-    with pytest.raises(ValueError, match="NaN"):
-        buffer.add([float("nan")], [1])
-    with pytest.raises(ValueError, match="k must be at least 1"):
-        ClassTopK(0)
-    with pytest.raises(ValueError, match="capacity=2 is smaller than k=3"):
-        ClassTopK(3, capacity=2)
-
-
-# --------------------------------------------------------------------------------------------
-# The video model's frames and the core pipeline, with stand-in models
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sampler", "k", "max_frames"), [("random", 4, 300), ("uniform", 3, 20), ("all", None, 300)]
-)
-def test_video_frames_are_those_the_data_layer_picks(shards, sampler, k, max_frames):
-    directory, _ = shards
-    files = str(directory / "*.tfrecord")
-
-    def batches(**selection):
-        dataset = YT8MDataset(files, num_classes=10, batch_size=8, seed=3, **selection)
-        return [dequantize_batch(batch) for batch in dataset]
-
-    picked = batches(sampler=sampler, k=k, max_frames=max_frames)
-    every = batches(sampler="all")
-    view = VideoFrames(build_sampler(sampler, k), max_frames, seed=3)
-    for mine, theirs in zip(every, picked, strict=True):
-        frames, mask = view(mine["frames"], mine["mask"], mine["ids"])
-        assert torch.equal(mask, theirs["mask"])
-        assert torch.equal(frames, theirs["frames"])
 
 
 class MeanModel(nn.Module):
@@ -347,7 +189,7 @@ def test_localize_end_to_end(checkpoints, capsys):
         segment_map_at_k(submission, ratings, k=100_000, classes=whitelist), abs=1e-12
     )
     # The candidates are predict.py's top 5 (the video model on its own 5 uniform frames).
-    predictions = predict(
+    predictions = write_predictions(
         compose_config(
             root,
             [f"ckpt={video}", "top_k=5", "data.predict_files=segment/test*.tfrecord"],

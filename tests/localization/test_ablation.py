@@ -8,7 +8,7 @@ import pytest
 from hydra import initialize_config_dir
 
 from hydra_helpers import CONFIG_DIR, compose_config
-from vidistill import localization_ablation
+from vidistill.localization import ablation as localization_ablation
 
 TRAIN = [
     "data.batch_size=16",

@@ -1,6 +1,6 @@
 """Collect the runs of a sweep into one table: ``collect(dir)`` gives a DataFrame with a row per
 run (its overrides, final metrics, size, wall time and optionally FLOPs), ``to_markdown`` prints
-it, and ``python -m vidistill.results MULTIRUN_DIR [--flops] [--columns a,b]`` does both.
+it, and ``python -m vidistill.analysis.results MULTIRUN_DIR [--flops] [--columns a,b]`` does both.
 
 A run is a directory holding ``metrics.json`` (written by ``train.py`` when a run finishes) or a
 ``.hydra`` directory (written by Hydra when a job starts): a job with ``.hydra`` but no
@@ -29,7 +29,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from scipy.stats import t as student_t
 
-METRICS_FILE = "metrics.json"  # as vidistill.runner writes it (not imported: that loads torch)
+METRICS_FILE = "metrics.json"  # as vidistill.runs writes it (not imported: that loads torch)
 TEACHER_DIR = "teacher"
 # Runs that other runs train first (teachers, video-level pretraining) live in these
 # directories, nested in a run or shared by a sweep's jobs: they are not rows of their own.
@@ -56,7 +56,7 @@ def collect(multirun_dir: str | Path, flops: bool = False, by_arm: bool = False)
     strings), the final metrics of ``metrics.json`` (``val/gap``, ``test/gap``, ...), the
     teacher run's as ``teacher/<metric>``, ``params``, ``wall_time`` (seconds), ``epochs``, and
     with ``flops=True`` ``flops_paper`` and ``flops_total`` (multiply-adds per video at the
-    frames the model sees, see :func:`vidistill.flops.count`). Whatever a run lacks is NaN (NA
+    frames the model sees, see :func:`vidistill.models.flops.count`). Whatever a run lacks is NaN (NA
     in the integer columns). No runs: an empty frame with the ``run`` and ``status`` columns.
     ``attrs["overrides"]`` and ``attrs["metrics"]`` name the override and metric columns.
     With ``by_arm``, the table of :func:`summarize` instead: one row per arm, mean, sd and n.
@@ -225,7 +225,7 @@ def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The command line: print the markdown table of a sweep's runs; 2 when there is none."""
     parser = argparse.ArgumentParser(
-        prog="python -m vidistill.results", description="Tabulate the runs of a sweep."
+        prog="python -m vidistill.analysis.results", description="Tabulate the runs of a sweep."
     )
     parser.add_argument("multirun_dir", help="a Hydra multirun directory or a tree of runs")
     parser.add_argument("--flops", action="store_true", help="add flops_paper and flops_total")
@@ -375,8 +375,8 @@ def _frames_seen(data: dict[str, Any]) -> int:
     """Frames per example: 5-frame segments, one video-level frame, or what the sampler picks
     from a video of ``max_frames`` frames (k for the k-frame samplers)."""
     # Deferred: torch and the data layer load only when FLOPs are asked for.
-    from vidistill.data.records import SEGMENT_LENGTH
     from vidistill.data.samplers import build_sampler
+    from vidistill.features import SEGMENT_LENGTH
 
     mode = data.get("mode", "frame")
     if mode == "segment":
@@ -392,7 +392,7 @@ def _count_flops(backbone_json: str, frames: int) -> dict[str, int | None]:
     """Counted once per (backbone config, frames): a sweep over seeds repeats the same model."""
     from hydra.utils import instantiate
 
-    from vidistill.flops import count
+    from vidistill.models.flops import count
 
     return count(instantiate(json.loads(backbone_json)), frames)
 

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from vidistill.checkpoints import FRAME_SELECTION_KEYS, load_model
-from vidistill.data.datasets import YT8MDataset, dequantize_batch
+from vidistill.data.batching import dequantize_batch
+from vidistill.data.datasets import YT8MDataset
+from vidistill.inference.writers import open_prediction_file
+from vidistill.lit.checkpoints import FRAME_SELECTION_KEYS, load_model
 from vidistill.models.mixture import member_path, subtree
-from vidistill.predict import open_prediction_file
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Predictor:
             ``seed``) that replace the checkpoint's; None values keep them.
 
     ``model`` is the whole LightningModule, ``info`` the checkpoint's stored run config (see
-    :func:`vidistill.checkpoints.load_model`), ``backbone`` what predicts.
+    :func:`vidistill.lit.checkpoints.load_model`), ``backbone`` what predicts.
     """
 
     def __init__(

@@ -1,0 +1,115 @@
+"""Which records each reader reads: shard files, their record indexes, and per-consumer ranges.
+
+A consumer is one DataLoader worker of one DDP rank, ``consumer = rank * num_workers + worker``.
+Once every file's record offsets are known (12-byte header reads, cached on disk), the global
+record sequence of an epoch (files in some order, then records in file order) is known up front,
+so it can be cut into one contiguous range per consumer: each consumer then seeks straight to its
+first record, no record is read twice, and files are read sequentially.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vidistill.data.framing import CorruptRecordError, scan_offsets
+
+log = logging.getLogger(__name__)
+
+
+def expand_files(patterns: str | Sequence[str]) -> list[str]:
+    """Sorted, de-duplicated files matching one or more glob patterns (``**`` allowed).
+
+    Raises ``FileNotFoundError`` naming the first pattern that matches nothing.
+    """
+    if isinstance(patterns, str | os.PathLike):
+        patterns = [patterns]
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(
+            p
+            for p in glob.glob(os.path.expanduser(str(pattern)), recursive=True)
+            if os.path.isfile(p)
+        )
+        if not matches:
+            raise FileNotFoundError(f"no TFRecord files match {str(pattern)!r}")
+        files.extend(matches)
+    return list(dict.fromkeys(files))
+
+
+def default_cache_dir() -> Path:
+    """Where record indexes are cached: ``$VIDISTILL_CACHE/index``, by default under ~/.cache."""
+    return Path(os.environ.get("VIDISTILL_CACHE", Path.home() / ".cache" / "vidistill")) / "index"
+
+
+def record_offsets(
+    path: str, cache_dir: str | Path | None = None, strict: bool = True
+) -> tuple[np.ndarray, CorruptRecordError | None]:
+    """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime,
+    and the break in its framing if there is one.
+
+    A file whose framing breaks raises :class:`CorruptRecordError`; with ``strict=False`` the
+    records before the break are returned instead, with the error (also logged). Only complete
+    indexes are cached.
+    """
+    stat = os.stat(path)
+    key = hashlib.sha1(
+        f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache / f"{key}.npy"
+    try:
+        return np.load(cached), None
+    except (OSError, ValueError):
+        pass
+    offsets, error = scan_offsets(path)
+    if error is not None:
+        if strict:
+            raise error
+        log.warning(
+            "on_corrupt=skip: reading only the %d records before a broken header: %s",
+            len(offsets),
+            error,
+        )
+        return offsets, error
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache, suffix=".npy", delete=False) as tmp:
+            np.save(tmp, offsets)
+        os.replace(tmp.name, cached)  # atomic: concurrent ranks may index the same file
+    except OSError as e:  # a read-only home must not stop training
+        log.debug("could not cache the record index of %s: %s", path, e)
+    return offsets, None
+
+
+def plan_ranges(
+    counts: Sequence[int], order: Sequence[int], consumer: int, consumers: int, equal: bool
+) -> list[tuple[int, int, int]]:
+    """This consumer's share of the records as ``(file, start, stop)`` ranges.
+
+    The files' records (``counts[f]`` in file ``f``) are concatenated in ``order`` and cut into
+    ``consumers`` contiguous parts. With ``equal`` every part has ``total // consumers`` records
+    (the remainder is dropped, so that every DDP rank runs the same number of steps); otherwise
+    the sizes differ by at most one and every record belongs to exactly one part.
+    """
+    total = int(sum(counts))
+    if equal:
+        share = total // consumers
+        begin, end = consumer * share, (consumer + 1) * share
+    else:
+        begin, end = consumer * total // consumers, (consumer + 1) * total // consumers
+    ranges = []
+    position = 0
+    for f in order:
+        lo, hi = max(begin, position), min(end, position + counts[f])
+        if lo < hi:
+            ranges.append((f, lo - position, hi - position))
+        position += counts[f]
+    return ranges
