@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from ddp_helpers import run_on_two_ranks
-from vidistill.metrics.bootstrap import gap_bootstrap_interval
 from vidistill.metrics import (
     PERR,
     GlobalAveragePrecision,
@@ -24,6 +23,7 @@ from vidistill.metrics import (
     functional,
     video_metrics,
 )
+from vidistill.metrics.bootstrap import gap_bootstrap_interval
 
 NUM_CLASSES = 13
 TOP_K = 5
