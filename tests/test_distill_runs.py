@@ -177,7 +177,11 @@ def test_bad_distillation_input_fails_before_training(tmp_path):
             "serial distillation needs a teacher",
         ),
         (["model=mix", "distill=online", "T=-1"], ValueError, "T must be >= 0"),
-        (["distill=serial", "distill.losses.pred.distance=l1"], ValueError, "one of bernoulli_kl, mse, softmax_kl"),
+        (
+            ["distill=serial", "distill.losses.pred.distance=l1"],
+            ValueError,
+            "one of bernoulli_kl, mse, softmax_kl",
+        ),
     ]
     for i, (overrides, error, message) in enumerate(cases):
         run = f"bad{i}"

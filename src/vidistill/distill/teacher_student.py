@@ -157,9 +157,7 @@ class PredictionLoss(DistillationTerm):
     def forward(
         self, student: BackboneOutput, teacher: BackboneOutput, batch: dict
     ) -> torch.Tensor:
-        return PREDICTION_DISTANCES[self.distance](
-            teacher.logits, student.logits, self.temperature
-        )
+        return PREDICTION_DISTANCES[self.distance](teacher.logits, student.logits, self.temperature)
 
 
 class ClassificationLoss(DistillationTerm):

@@ -210,7 +210,9 @@ def tree_shape(model: Backbone) -> str:
 
 
 def _plural(shape: str) -> str:
-    return "mixtures" + shape.removeprefix("mixture") if shape.startswith("mixture ") else shape + "s"
+    return (
+        "mixtures" + shape.removeprefix("mixture") if shape.startswith("mixture ") else shape + "s"
+    )
 
 
 def subtree(model: Backbone, path: Any) -> Backbone:
