@@ -227,7 +227,9 @@ def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, qui
             f"{_mean_sd(row['mean_a'], row['sd_a'])} | {_mean_sd(row['mean_b'], row['sd_b'])} | "
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
-    arms = "\n".join(f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims)
+    arms = "\n".join(
+        f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick
+    )
     lines += ["", "Arms compared, in order:", "", arms, ""]
     return "\n".join(lines)
 
