@@ -18,6 +18,7 @@ import platform
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from vidistill.claims.studies import Claim, Study, Sweep
 from vidistill.results import arm_columns, arm_values, collect, paired_interval
@@ -103,11 +104,8 @@ def _read_ablations(sweep: Sweep, directory: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(directory.glob(f"*/{ABLATION_FILE}")):
         run = path.parent
-        overrides = (
-            json.loads((run / "overrides.json").read_text())
-            if (run / "overrides.json").is_file()
-            else []
-        )
+        hydra_overrides = run / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(hydra_overrides.read_text()) if hydra_overrides.is_file() else []
         stage = json.loads((run / "video" / "metrics.json").read_text())
         seed = str(stage["config"]["seed"])
         stages = [
