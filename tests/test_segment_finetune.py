@@ -38,6 +38,32 @@ def test_unrated_pairs_give_no_gradient():
     assert multilabel_bce(logits, labels, rated).item() == pytest.approx(expected.item())
 
 
+def test_three_rated_splits_train_select_and_report(tmp_path):
+    """data=synthetic_segments trains on segment/validate, selects checkpoints on segment/tune
+    and reports the segment model's own MAP@K on segment/test, the split localize.py reports
+    on, which neither training nor selection reads."""
+    cfg = compose_config(tmp_path, [*NEXTVLAD, "experiment=segment_finetune"])
+    assert cfg.data.mode == "segment"
+    assert cfg.data.train_files == "segment/validate*.tfrecord"
+    assert cfg.data.val_files == "segment/tune*.tfrecord"
+    assert cfg.optimized_metric == "val/map_at_k"
+    localize = compose_config(tmp_path, [], config_name="localize", run="localize")
+    assert localize.files == cfg.data.test_files == "segment/test*.tfrecord"
+    datamodule = build_datamodule(cfg)
+    directory = datamodule.directory
+    matched = {
+        split: {p.name for p in directory.glob(pattern)}
+        for split, pattern in (
+            ("train", cfg.data.train_files),
+            ("val", cfg.data.val_files),
+            ("test", localize.files),
+        )
+    }
+    assert all(matched.values())
+    assert not (matched["train"] & matched["val"] or matched["val"] & matched["test"])
+    assert not matched["train"] & matched["test"]
+
+
 @pytest.mark.slow
 def test_finetune_from_a_video_level_checkpoint(tmp_path):
     train(compose_config(tmp_path, [*NEXTVLAD, "trainer.max_epochs=1", "test=false"], run="video"))

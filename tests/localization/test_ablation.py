@@ -6,6 +6,7 @@ import json
 
 import pytest
 from hydra import initialize_config_dir
+from omegaconf import open_dict
 
 from hydra_helpers import CONFIG_DIR, compose_config
 from vidistill.localization import ablation as localization_ablation
@@ -18,6 +19,29 @@ TRAIN = [
     "model.backbone.clusters=4",
     "model.backbone.hidden_size=16",
 ]
+
+
+def test_the_ablation_reports_on_rated_files_selection_never_saw(tmp_path):
+    """Segment models train on segment/validate and select on segment/tune; the ablation
+    reports on segment/test, and refuses files that training or selection used."""
+    cfg = compose_config(tmp_path, ["experiment=localization_ablation"], config_name="localize")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        stage = localization_ablation._stage_config(
+            cfg, tmp_path / "segment", ["experiment=segment_finetune"]
+        )
+    assert stage.data.train_files == "segment/validate*.tfrecord"
+    assert stage.data.val_files == "segment/tune*.tfrecord"
+    assert cfg.files == "segment/test*.tfrecord"
+    localization_ablation.check_held_out(cfg, stage)
+    for leaked in ("segment/tune*.tfrecord", ["segment/test*", "segment/validate0000.tfrecord"]):
+        with open_dict(cfg):
+            cfg.files = leaked
+        with pytest.raises(ValueError, match="held out from training and selection"):
+            localization_ablation.check_held_out(cfg, stage)
+    with open_dict(cfg):
+        cfg.files = "segment/nothing*.tfrecord"
+    with pytest.raises(ValueError, match="matches no file"):
+        localization_ablation.check_held_out(cfg, stage)
 
 
 @pytest.mark.slow
@@ -42,9 +66,15 @@ def test_ablation_trains_its_models_and_scores_every_variant(tmp_path):
     assert json.loads((run / "ablation.json").read_text()) == table
     for name, metrics in table.items():
         assert 0.0 <= metrics["map_at_k"] <= 1.0, name
+    # every variant reports on segment/test, a rated split the segment models never used
+    for name in table:
+        files = json.loads((run / "localize" / name / "metrics.json").read_text())["files"]
+        assert files and all("/segment/test" in f for f in files), name
     # every variant ranks candidates of the same video model
     assert len({metrics["candidate_recall"] for metrics in table.values()}) == 1
     finetuned = json.loads((run / "segment_finetuned" / "metrics.json").read_text())
+    assert finetuned["config"]["data"]["train_files"] == "segment/validate*.tfrecord"
+    assert finetuned["config"]["data"]["val_files"] == "segment/tune*.tfrecord"
     assert (
         finetuned["config"]["pretrained"]
         == json.loads((run / "video" / "metrics.json").read_text())["best_checkpoint"]

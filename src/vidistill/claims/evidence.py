@@ -18,6 +18,7 @@ import platform
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from vidistill.analysis.results import arm_columns, arm_values, collect, paired_interval
 from vidistill.claims.studies import Claim, Study, Sweep
@@ -103,11 +104,8 @@ def _read_ablations(sweep: Sweep, directory: Path) -> pd.DataFrame:
     rows = []
     for path in sorted(directory.glob(f"*/{ABLATION_FILE}")):
         run = path.parent
-        overrides = (
-            json.loads((run / "overrides.json").read_text())
-            if (run / "overrides.json").is_file()
-            else []
-        )
+        hydra_overrides = run / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(hydra_overrides.read_text()) if hydra_overrides.is_file() else []
         stage = json.loads((run / "video" / "metrics.json").read_text())
         seed = str(stage["config"]["seed"])
         stages = [
@@ -227,7 +225,9 @@ def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, qui
             f"{_mean_sd(row['mean_a'], row['sd_a'])} | {_mean_sd(row['mean_b'], row['sd_b'])} | "
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
-    arms = "\n".join(f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims)
+    arms = "\n".join(
+        f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick
+    )
     lines += ["", "Arms compared, in order:", "", arms, ""]
     return "\n".join(lines)
 

@@ -278,8 +278,11 @@ def _hrnn(*overrides: str) -> tuple[str, ...]:
 
 FEWER_FRAMES = Study(
     name="fewer_frames",
-    setup="",  # set below with the recipe
-    recipe=(),
+    setup=(
+        "default synthetic set (4000 train / 1000 validate / 1000 test videos, 200 classes), "
+        "CPU presets (H-RNN: conf/model/hrnn.yaml), 3 epochs, test split"
+    ),
+    recipe=("data.num_workers=0",),
     sweeps=(
         Sweep("baselines", _hrnn(BASELINES, "k=10,30"), quick=_hrnn(BASELINES, "k=10")),
         Sweep(
@@ -410,10 +413,27 @@ def _segment_claims(segment_metric: str) -> list[Claim]:
     return claims
 
 
+# Every arm of the MOD study sees Uniform-30 frames (video-level training, pretraining, the
+# ablation's video model): the two-level MODNeXtVLAD trains 12 NeXtVLADs, and all frames would
+# not fit three seeds of every arm in the study's time on a 2-core machine. Segment models read
+# 5-frame segments whatever the sampler.
+MOD_FRAMES = ("data.sampler=uniform", "k=30")
 MOD = Study(
     name="mod",
-    setup="",
-    recipe=(),
+    setup=(
+        "default synthetic set (4000 train / 1000 validate / 1000 test videos, 200 classes; "
+        "500 rated videos per rated split), CPU presets, Uniform-30 frames for video-level "
+        "models, 3 video-level epochs, 10 segment epochs"
+    ),
+    recipe=(
+        *MOD_FRAMES,
+        "data.num_workers=0",
+        'pretrain.overrides=["data.sampler=uniform","k=30"]',
+    ),
+    localize_recipe=(
+        "data.num_workers=0",
+        'ablation.train_overrides=["data.sampler=uniform","k=30","data.num_workers=0"]',
+    ),
     sweeps=(
         Sweep(
             "temperature",

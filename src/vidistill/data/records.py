@@ -28,10 +28,6 @@ from tfrecord import example_pb2
 
 from vidistill.data.framing import CorruptRecordError, iter_payloads
 
-# Re-exported only because vidistill.data.synthetic imports them from here (their homes are
-# framing and quantization); new code should import them from vidistill.data.
-from vidistill.data.framing import RecordWriter as RecordWriter
-from vidistill.data.quantization import dequantize as dequantize
 from vidistill.data.wire import regular_frames, split_sequence_example
 from vidistill.features import AUDIO_SIZE, RGB_SIZE, SEGMENT_LENGTH
 

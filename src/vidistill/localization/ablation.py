@@ -5,9 +5,13 @@ Stages, each in a directory of the run (a stage whose ``metrics.json`` is there 
 so an interrupted ablation picks up where it stopped):
 
 1. ``video``: a video-level model (``ablation.model``) trained on the frame-level training split.
-2. ``segment_finetuned``: segment finetuning from it (``experiment=segment_finetune``).
+2. ``segment_finetuned``: segment finetuning from it (``experiment=segment_finetune``), trained
+   on one rated split and selecting its checkpoint on another (``data=synthetic_segments``:
+   segment/validate and segment/tune).
 3. ``segment_scratch``: the same segment training from a random start.
-4. ``localize/<variant>``: the 3-phase pipeline on the rated files (``files``), scored with
+4. ``localize/<variant>``: the 3-phase pipeline on the rated files (``files``: segment/test, a
+   third rated split; the run stops before training the segment models if ``files`` shares a
+   file with their training or selection files), scored with
    MAP@K, for the video scores alone (every segment inherits its video's score), each segment
    model alone, and each combined with the video scores (``video_exponent``,
    ``segment_exponent``).
@@ -18,8 +22,10 @@ The table goes to ``ablation.json`` in the run directory and is printed.
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,7 @@ from omegaconf import DictConfig, open_dict
 
 from vidistill.layout import METRICS_FILE
 from vidistill.localization import pipeline
-from vidistill.runs import train
+from vidistill.runs import build, train
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     settings = cfg.ablation
     video = _trained(cfg, out / "video", ["test=false"])
     finetune = ["experiment=segment_finetune", f"trainer.max_epochs={settings.segment_epochs}"]
+    check_held_out(cfg, _stage_config(cfg, out / "segment_finetuned", finetune))
     segment = {
         "finetuned": _trained(cfg, out / "segment_finetuned", [*finetune, f"pretrained={video}"]),
         "scratch": _trained(cfg, out / "segment_scratch", [*finetune, "pretrain.enabled=false"]),
@@ -79,21 +86,7 @@ def _trained(cfg: DictConfig, directory: Path, overrides: list[str]) -> str:
     returns its best checkpoint."""
     record = directory / METRICS_FILE
     if not record.is_file():
-        settings = cfg.ablation
-        stage = compose(
-            config_name="config",
-            overrides=[
-                f"model={settings.model}",
-                f"seed={cfg.seed}",
-                f"trainer.max_epochs={settings.video_epochs}",
-                *settings.train_overrides,
-                *overrides,
-            ],
-        )
-        with open_dict(stage):
-            stage.paths = copy.deepcopy(cfg.paths)
-            stage.paths.output_dir = str(directory)
-            stage.data.generator = copy.deepcopy(cfg.data.generator)
+        stage = _stage_config(cfg, directory, overrides)
         directory.mkdir(parents=True, exist_ok=True)
         log.info("ablation: training %s", directory)
         train(stage)
@@ -103,6 +96,58 @@ def _trained(cfg: DictConfig, directory: Path, overrides: list[str]) -> str:
     if not best:
         raise RuntimeError(f"{record}: the stage saved no checkpoint")
     return best
+
+
+def _stage_config(cfg: DictConfig, directory: Path, overrides: list[str]) -> DictConfig:
+    """The training config of one stage, on the same (synthetic) data as the localization."""
+    settings = cfg.ablation
+    stage = compose(
+        config_name="config",
+        overrides=[
+            f"model={settings.model}",
+            f"seed={cfg.seed}",
+            f"trainer.max_epochs={settings.video_epochs}",
+            *settings.train_overrides,
+            *overrides,
+        ],
+    )
+    with open_dict(stage):
+        stage.paths = copy.deepcopy(cfg.paths)
+        stage.paths.output_dir = str(directory)
+        stage.data.generator = copy.deepcopy(cfg.data.generator)
+    return stage
+
+
+def check_held_out(cfg: DictConfig, segment_stage: DictConfig) -> None:
+    """Refuse to report MAP@K on rated files the segment models train on or select their
+    checkpoint with: a score on the selection split is biased upwards by the selection itself."""
+    reported = _matched(cfg.data, cfg.files)
+    for role in ("train_files", "val_files"):
+        shared = reported & _matched(segment_stage.data, segment_stage.data.get(role))
+        if shared:
+            raise ValueError(
+                f"files={cfg.files} shares {len(shared)} file(s) with the segment models' "
+                f"data.{role}={segment_stage.data.get(role)} (e.g. {sorted(shared)[0]}): the "
+                "ablation must report on rated files held out from training and selection"
+            )
+    if not reported:
+        raise ValueError(f"files={cfg.files} matches no file")
+    log.info(
+        "ablation: segment models train on %s, select on %s; MAP@K on %s",
+        segment_stage.data.get("train_files"),
+        segment_stage.data.get("val_files"),
+        cfg.files,
+    )
+
+
+def _matched(data: DictConfig, patterns: Any) -> set[str]:
+    """The real paths of the files that ``patterns`` (globs, relative to the synthetic set's
+    directory when the data is synthetic) name under the data config ``data``."""
+    if not patterns:
+        return set()
+    resolved = build(data, _convert_="all").resolve(patterns)
+    resolved = [resolved] if isinstance(resolved, str) else list(resolved)
+    return {os.path.realpath(path) for pattern in resolved for path in glob.glob(pattern)}
 
 
 def _localized(
