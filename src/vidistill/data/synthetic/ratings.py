@@ -1,10 +1,10 @@
 """The synthetic set's 2019-style segment ratings: which 5-frame segments a rater saw, and what
 the rater answered.
 
-Kept apart from :mod:`vidistill.data.synthetic` because it is a model of the *rating process*,
-not of the videos: it reads a rated video's noise-free evidence map and draws the ratings last
-from the video's random stream, so its knobs change the ratings and nothing else (the frames of
-every video, rated or not, do not depend on them). The one knob that touches rated videos'
+Kept apart from the video model (:mod:`vidistill.data.synthetic.generator`) because it models
+the *rating process*, not the videos: it reads a rated video's noise-free evidence map and draws
+the ratings last from the video's random stream, so its knobs change the ratings and nothing else
+(the frames of every video, rated or not, do not depend on them). The one knob that touches rated videos'
 frames, ``weak_evidence_share``, is described here too because it imitates what raters accept.
 
 What the real 2019 ratings are like, and the knob that imitates each property
@@ -34,15 +34,15 @@ a model had proposed for a class the video is labelled with. So:
 * Raters mark an entity even where it is small, far, partly hidden or in the background, where a
   model finds little of it: ``weak_evidence_share`` (default 0.3) of a rated video's label shots
   are shown at an amplitude between :data:`VISIBLE_EVIDENCE` and ``min_amplitude``, below any
-  label shot of the frame-level splits (applied in :mod:`vidistill.data.synthetic` before the
-  frames are rendered, from a random stream of its own, rated splits only: the frame-level
-  splits keep their bytes, so a video-level model meets weak shots only when localizing, and
-  its candidate recall drops a little).
+  label shot of the frame-level splits (applied in :mod:`vidistill.data.synthetic.generator`
+  before the frames are rendered, from a random stream of its own, rated splits only: the
+  frame-level splits keep their bytes, so a video-level model meets weak shots only when
+  localizing, and its candidate recall drops a little).
 * Raters make mistakes: each rating is flipped with probability ``rating_noise``. The release
   publishes no agreement rate; the default (0.05) is a prior for a binary "is it there?"
-  question. It caps MAP@K (0.96 on segment/test for a ranker that knows every true answer), so
-  the difficulty was set with ``weak_evidence_share`` instead of a higher noise that would make
-  that cap, not the models, decide comparisons (trials in ``results/segment_task.md``).
+  question. It caps MAP@K even for a ranker that knows every true answer, so the difficulty was
+  set with ``weak_evidence_share`` instead of a higher noise that would make that cap, not the
+  models, decide comparisons (trials in ``results/segment_task.md``).
 
 A segment counts a class as visible in a frame when its evidence amplitude is at least
 :data:`VISIBLE_EVIDENCE` (label shots are drawn at 0.7-1.3, distractors at about half that;
@@ -58,7 +58,8 @@ import numpy as np
 from vidistill.features import SEGMENT_LENGTH
 
 if TYPE_CHECKING:
-    from vidistill.data.synthetic import SyntheticConfig, SyntheticWorld
+    from vidistill.data.synthetic.config import SyntheticConfig
+    from vidistill.data.synthetic.world import SyntheticWorld
 
 VISIBLE_EVIDENCE = 0.25
 """Evidence amplitude from which a class counts as visible in a frame (segment ratings)."""
@@ -97,28 +98,11 @@ def rate_segments(
         [(counts[:, c] >= cfg.min_positive_frames).any() for c in candidates], dtype=bool
     )
     ordered = np.concatenate([candidates[has_positive], candidates[~has_positive]])
-    rows: list[tuple[int, int, float, int, bool]] = []  # window, class, truth, frames, confusable
-    for c in ordered[: cfg.rated_classes_per_video]:
-        c = int(c)
-        positives = np.flatnonzero(counts[:, c] >= cfg.min_positive_frames)
-        negatives = np.flatnonzero(counts[:, c] == 0)
-        cluster = world.cluster_members[world.cluster_of[c]]
-        lookalikes = cluster[cluster != c]
-        shows_lookalike = counts[negatives][:, lookalikes].any(axis=1)
-        confusable = negatives[shows_lookalike]
-
-        take_pos = min(len(positives), cfg.positive_segments_per_class)
-        take_neg = min(len(negatives), cfg.negative_segments_per_class)
-        take_conf = min(int(rng.binomial(take_neg, cfg.confusable_negative_share)), len(confusable))
-        chosen_conf = rng.choice(confusable, take_conf, replace=False)
-        others = np.setdiff1d(negatives, chosen_conf)
-        chosen_other = rng.choice(others, take_neg - take_conf, replace=False)
-        for w in rng.choice(positives, take_pos, replace=False):
-            rows.append((int(w), c, 1.0, int(counts[w, c]), False))
-        for w in chosen_conf:
-            rows.append((int(w), c, 0.0, 0, True))
-        for w in chosen_other:
-            rows.append((int(w), c, 0.0, 0, bool(np.isin(w, confusable))))
+    rows = [
+        row
+        for c in ordered[: cfg.rated_classes_per_video]
+        for row in _choose_segments(rng, world, cfg, counts, int(c))
+    ]
     rows.sort()
     truth = np.array([r[2] for r in rows], dtype=np.float32)
     flipped = rng.random(len(rows)) < cfg.rating_noise
@@ -135,6 +119,43 @@ def rate_segments(
         "confusable": np.array([r[4] for r in rows], dtype=bool),
     }
     return segments, details
+
+
+_Row = tuple[int, int, float, int, bool]
+"""One rating before rater noise: window, class, truth, visible frames, confusable."""
+
+
+def _choose_segments(
+    rng: np.random.Generator,
+    world: SyntheticWorld,
+    cfg: SyntheticConfig,
+    counts: np.ndarray,
+    c: int,
+) -> list[_Row]:
+    """The rated segments of class ``c``: positives among the windows showing it in at least
+    ``min_positive_frames`` frames, negatives among those not showing it at all, a share of them
+    picked from windows showing a same-cluster class. ``counts`` [windows, C] visible frames."""
+    positives = np.flatnonzero(counts[:, c] >= cfg.min_positive_frames)
+    negatives = np.flatnonzero(counts[:, c] == 0)
+    cluster = world.cluster_members[world.cluster_of[c]]
+    lookalikes = cluster[cluster != c]
+    shows_lookalike = counts[negatives][:, lookalikes].any(axis=1)
+    confusable = negatives[shows_lookalike]
+
+    take_pos = min(len(positives), cfg.positive_segments_per_class)
+    take_neg = min(len(negatives), cfg.negative_segments_per_class)
+    take_conf = min(int(rng.binomial(take_neg, cfg.confusable_negative_share)), len(confusable))
+    chosen_conf = rng.choice(confusable, take_conf, replace=False)
+    others = np.setdiff1d(negatives, chosen_conf)
+    chosen_other = rng.choice(others, take_neg - take_conf, replace=False)
+    rows: list[_Row] = []
+    for w in rng.choice(positives, take_pos, replace=False):
+        rows.append((int(w), c, 1.0, int(counts[w, c]), False))
+    for w in chosen_conf:
+        rows.append((int(w), c, 0.0, 0, True))
+    for w in chosen_other:
+        rows.append((int(w), c, 0.0, 0, bool(np.isin(w, confusable))))
+    return rows
 
 
 def rating_stats(segments: dict[str, np.ndarray], details: dict[str, np.ndarray]) -> dict[str, int]:
