@@ -27,7 +27,6 @@ from google.protobuf.message import DecodeError
 from tfrecord import example_pb2
 
 from vidistill.data.framing import CorruptRecordError, iter_payloads
-
 from vidistill.data.wire import regular_frames, split_sequence_example
 from vidistill.features import AUDIO_SIZE, RGB_SIZE, SEGMENT_LENGTH
 
