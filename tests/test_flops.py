@@ -15,12 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from vidistill.models import (
     HRNN,
     FrameMeanLogistic,
-    dbof_small,
-    hrnn_paper,
-    hrnn_small,
-    netvlad_small,
-    nextvlad_paper,
-    nextvlad_small,
+    build_backbone,
 )
 from vidistill.models.base import BackboneOutput
 from vidistill.models.flops import count, recurrent_macs
@@ -29,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_nextvlad_paper_matches_table_6():
-    model = nextvlad_paper()
+    model = build_backbone("nextvlad_paper", 3862)
     full, k30 = count(model, 300), count(model, 30)
     assert full["params"] == 88_889_378
     assert full["flops_paper"] == 1_336_934_400 == 300 * 4_456_448  # paper: 1.337 G
@@ -39,7 +34,10 @@ def test_nextvlad_paper_matches_table_6():
 
 
 def test_hrnn_paper_near_table_3():
-    teacher, student = hrnn_paper(), hrnn_paper(num_blocks=5)
+    teacher, student = (
+        build_backbone("hrnn_paper", 3862),
+        build_backbone("hrnn_paper", 3862, num_blocks=5),
+    )
     assert count(teacher, 300)["flops_paper"] == 300 * 16_777_216
     assert count(teacher, 300)["flops_paper"] == pytest.approx(5.058e9, rel=0.01)
     assert count(student, 30)["flops_paper"] == pytest.approx(0.520e9, rel=0.04)
@@ -47,7 +45,9 @@ def test_hrnn_paper_near_table_3():
 
 
 def test_hrnn_total_counts_both_lstms_and_the_head():
-    model = hrnn_small(20)  # 10 blocks, 2-layer LSTMs of 64 (lower) and 128 (upper) cells
+    model = build_backbone(
+        "hrnn", 20
+    )  # 10 blocks, 2-layer LSTMs of 64 (lower) and 128 (upper) cells
     lower = 4 * 64 * (1152 + 64) + 4 * 64 * 128  # per frame
     upper = 4 * 128 * (256 + 128) + 4 * 128 * 256  # per block
     moe = 512 * 20 * 5
@@ -95,10 +95,10 @@ def test_recurrent_macs_of_cells_and_bidirectional_layers():
     "model",
     [
         FrameMeanLogistic(20),
-        nextvlad_small(20),
-        netvlad_small(20),
-        dbof_small(20),
-        hrnn_small(20),
+        build_backbone("nextvlad", 20),
+        build_backbone("netvlad", 20),
+        build_backbone("dbof", 20),
+        build_backbone("hrnn", 20),
         HRNN(20, num_blocks=5, lower_size=16, upper_size=16),
     ],
     ids=lambda model: type(model).__name__,

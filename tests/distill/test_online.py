@@ -11,7 +11,7 @@ import torch
 
 from hydra_helpers import compose_config
 from vidistill.distill import OnlineMixtureDistillation, multilabel_bce, softmax_kl
-from vidistill.models import BackboneOutput, mixture_tree, nextvlad_small
+from vidistill.models import BackboneOutput, build_backbone, mixture_tree
 from vidistill.models.mixture import subtree
 from vidistill.runs import evaluate, train
 
@@ -80,7 +80,9 @@ def test_negative_temperature_is_refused():
 
 
 def test_mixture_mixes_member_logits_with_gate_weights():
-    model = mixture_tree(partial(nextvlad_small, 5, clusters=4, hidden_size=16), [3]).eval()
+    model = mixture_tree(
+        partial(build_backbone, "nextvlad", 5, clusters=4, hidden_size=16), [3]
+    ).eval()
     frames, mask = torch.randn(2, 6, 1152), torch.ones(2, 6, dtype=torch.bool)
     out = model(frames, mask)
     gate = out.intermediate["gate"]
@@ -136,7 +138,9 @@ def test_depth_three_tree_trains_with_online_distillation(tmp_path):
 
 
 def test_subtree_is_the_member_used_alone():
-    tree = mixture_tree(partial(nextvlad_small, 5, clusters=4, hidden_size=16), [2, 3]).eval()
+    tree = mixture_tree(
+        partial(build_backbone, "nextvlad", 5, clusters=4, hidden_size=16), [2, 3]
+    ).eval()
     frames, mask = torch.randn(2, 6, 1152), torch.ones(2, 6, dtype=torch.bool)
     out = tree(frames, mask)
     torch.testing.assert_close(

@@ -19,13 +19,13 @@ from vidistill.distill import (
 )
 from vidistill.lit import VideoClassifier
 from vidistill.lit.callbacks import LossWeightSchedule
-from vidistill.models import BackboneOutput, hrnn_small, nextvlad_small
+from vidistill.models import BackboneOutput, build_backbone
 
 C = 6
 
 
 def small_nextvlad(hidden_size: int = 16):
-    return nextvlad_small(C, clusters=4, hidden_size=hidden_size)
+    return build_backbone("nextvlad", C, clusters=4, hidden_size=hidden_size)
 
 
 def losses():
@@ -163,7 +163,10 @@ def test_intermediate_loss_matches_each_student_block_with_its_teacher_group():
 
 
 def test_hrnn_blocks_feed_the_intermediate_loss():
-    teacher, student = hrnn_small(C, num_blocks=4), hrnn_small(C, num_blocks=2)
+    teacher, student = (
+        build_backbone("hrnn", C, num_blocks=4),
+        build_backbone("hrnn", C, num_blocks=2),
+    )
     batch = make_batch(k=6)
     term = IntermediateRepresentationLoss()
     value = term(
@@ -323,7 +326,7 @@ def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
         "_target_": "vidistill.lit.VideoClassifier",
         "num_classes": C,
         "backbone": {
-            "_target_": "vidistill.models.nextvlad_small",
+            "_target_": "vidistill.models.NeXtVLAD",
             "num_classes": C,
             "clusters": 4,
             "hidden_size": 8,

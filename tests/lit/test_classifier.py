@@ -7,7 +7,7 @@ from functools import partial
 import torch
 
 from vidistill.lit import VideoClassifier
-from vidistill.models import FrameMeanLogistic, mixture_tree, nextvlad_small
+from vidistill.models import FrameMeanLogistic, build_backbone, mixture_tree
 
 
 def test_per_tensor_clipping_replaces_global_clipping():
@@ -23,7 +23,7 @@ def test_per_tensor_clipping_replaces_global_clipping():
 
 
 def test_classifier_weight_decay_applies_to_the_classifier_only():
-    backbone = nextvlad_small(4, clusters=4, hidden_size=16)
+    backbone = build_backbone("nextvlad", 4, clusters=4, hidden_size=16)
     model = VideoClassifier(backbone, num_classes=4, classifier_weight_decay=1e-5)
     rest, head = model.parameter_groups()
     assert {id(p) for p in head["params"]} == {id(p) for p in backbone.classifier.parameters()}
@@ -32,7 +32,7 @@ def test_classifier_weight_decay_applies_to_the_classifier_only():
 
 
 def test_classifier_weight_decay_reaches_every_member_of_a_mixture():
-    tree = mixture_tree(partial(nextvlad_small, 4, clusters=4, hidden_size=16), [2, 2])
+    tree = mixture_tree(partial(build_backbone, "nextvlad", 4, clusters=4, hidden_size=16), [2, 2])
     model = VideoClassifier(tree, num_classes=4, classifier_weight_decay=1e-5)
     rest, head = model.parameter_groups()
     leaves = [leaf for mixture in tree.members for leaf in mixture.members]
@@ -43,7 +43,7 @@ def test_classifier_weight_decay_reaches_every_member_of_a_mixture():
 def test_logged_l2_is_the_penalty_whose_gradient_adam_adds():
     """train/l2 = decay / 2 * sum of the classifiers' squared weights: its gradient is the
     decay * w that Adam's weight_decay adds to theirs."""
-    backbone = nextvlad_small(4, clusters=4, hidden_size=16)
+    backbone = build_backbone("nextvlad", 4, clusters=4, hidden_size=16)
     model = VideoClassifier(backbone, num_classes=4, classifier_weight_decay=1e-3)
     penalty = 0.5 * 1e-3 * sum(p.pow(2).sum() for p in backbone.classifier.parameters())
     assert torch.allclose(model._classifier_penalty(), penalty)

@@ -15,21 +15,21 @@ from vidistill.models import (
     FrameMeanLogistic,
     NetVLAD,
     NeXtVLAD,
+    build_backbone,
     count_parameters,
-    dbof_paper,
-    dbof_small,
-    netvlad_small,
-    nextvlad_paper,
-    nextvlad_small,
 )
 from vidistill.models.layers import MoEClassifier, pack, unpack
 
 NUM_CLASSES = 12
 SMALL = {
-    "nextvlad": lambda: nextvlad_small(NUM_CLASSES, clusters=8, hidden_size=64),
-    "netvlad": lambda: netvlad_small(NUM_CLASSES, clusters=4, audio_clusters=2, hidden_size=32),
-    "dbof": lambda: dbof_small(NUM_CLASSES, cluster_size=64, hidden_size=32),
-    "dbof_mean": lambda: dbof_small(NUM_CLASSES, cluster_size=64, hidden_size=32, pooling="mean"),
+    "nextvlad": lambda: build_backbone("nextvlad", NUM_CLASSES, clusters=8, hidden_size=64),
+    "netvlad": lambda: build_backbone(
+        "netvlad", NUM_CLASSES, clusters=4, audio_clusters=2, hidden_size=32
+    ),
+    "dbof": lambda: build_backbone("dbof", NUM_CLASSES, cluster_size=64, hidden_size=32),
+    "dbof_mean": lambda: build_backbone(
+        "dbof", NUM_CLASSES, cluster_size=64, hidden_size=32, pooling="mean"
+    ),
     "logistic": lambda: FrameMeanLogistic(NUM_CLASSES),
 }
 
@@ -98,9 +98,13 @@ def test_output_bias_starts_at_the_priors(name):
 
 def test_nextvlad_paper_parameter_counts_match_the_papers():
     # ECCV 2018 NeXtVLAD paper / MOD paper: 88.89M at 3862 classes, 83.03M at 1000 (+-0.1%).
-    assert count_parameters(nextvlad_paper(3862)) == pytest.approx(88.89e6, rel=1e-3)
-    assert count_parameters(nextvlad_paper(1000)) == pytest.approx(83.03e6, rel=1e-3)
-    model = nextvlad_paper(3862)
+    assert count_parameters(build_backbone("nextvlad_paper", 3862)) == pytest.approx(
+        88.89e6, rel=1e-3
+    )
+    assert count_parameters(build_backbone("nextvlad_paper", 1000)) == pytest.approx(
+        83.03e6, rel=1e-3
+    )
+    model = build_backbone("nextvlad_paper", 3862)
     # the breakdown of the MOD paper's appendix: video 4.31M, audio 0.11M, hidden 75.50M
     assert count_parameters(model.video) == pytest.approx(4.31e6, abs=5e3)
     assert count_parameters(model.audio) == pytest.approx(0.11e6, abs=5e3)
@@ -112,7 +116,7 @@ def test_nextvlad_paper_parameter_counts_match_the_papers():
 def test_dbof_paper_is_the_mod_papers_16m_baseline():
     """MOD paper, Table 1: "DBoF Baseline 16M", 2048 clusters, hidden 1024, MoE of 5 experts,
     at the segment task's 1000 classes; the preset file builds the same model."""
-    model = dbof_paper()
+    model = build_backbone("dbof_paper", 1000)
     assert count_parameters(model) == pytest.approx(16e6, rel=0.03)
     assert model.project.out_features == 2048 and model.hidden.out_features == 1024
     preset = OmegaConf.load(Path(__file__).parents[2] / "conf" / "model" / "dbof_paper.yaml")

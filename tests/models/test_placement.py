@@ -22,12 +22,12 @@ from hydra.utils import instantiate
 from hydra_helpers import compose_config
 from vidistill.distill import OnlineMixtureDistillation
 from vidistill.lit import VideoClassifier
-from vidistill.models import BackboneOutput, Mixture, mixture_tree, nextvlad_small
+from vidistill.models import BackboneOutput, Mixture, build_backbone, mixture_tree
 from vidistill.models import mixture as mixture_module
 from vidistill.models.mixture import place, subtree
 
 NUM_CLASSES = 5
-LEAF = partial(nextvlad_small, NUM_CLASSES, clusters=4, expansion=1, hidden_size=16)
+LEAF = partial(build_backbone, "nextvlad", NUM_CLASSES, clusters=4, expansion=1, hidden_size=16)
 CPU = torch.device("cpu")
 
 

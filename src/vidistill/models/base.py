@@ -45,6 +45,12 @@ class Backbone(nn.Module):
         """Start every class at its prior (log-odds [C]) instead of p = 0.5."""
         self.classifier.initialize_output_bias(log_odds)
 
+    def paper_flops_per_frame(self) -> int | None:
+        """Multiply-adds per frame in the papers' convention: the frame-level layers of the rgb
+        branch only (see :mod:`vidistill.models.flops`); None for a family the papers do not
+        count."""
+        return None
+
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid frames: frames [B, T, D], mask [B, T] -> [B, D]; empty rows give 0."""

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidistill.features import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE, RGB_SIZE
 from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import TF_BN_EPS, TF_BN_MOMENTUM, build_classifier, pack, unpack
 
@@ -23,7 +23,7 @@ class DBoF(Backbone):
     ``embedding`` is the hidden representation [B, H].
 
     The defaults are the starter code's (cluster 8192, hidden 1024, MoE with 2 experts);
-    :func:`dbof_paper` is the MOD paper's smaller baseline.
+    ``conf/model/dbof_paper.yaml`` is the MOD paper's smaller baseline.
     """
 
     def __init__(
@@ -51,6 +51,10 @@ class DBoF(Backbone):
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
         self.embedding_size = hidden_size
 
+    def paper_flops_per_frame(self) -> int:
+        """The frame projection's rgb columns, ``1024 * cluster_size``."""
+        return RGB_SIZE * self.project.out_features
+
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         x = F.relu6(self.project_bn(self.project(self.input_bn(pack(frames, mask)))))
         if self.pooling == "max":
@@ -61,17 +65,3 @@ class DBoF(Backbone):
         return BackboneOutput(
             logits=self.classifier(embedding), embedding=embedding, intermediate={"pooled": pooled}
         )
-
-
-def dbof_paper(num_classes: int = 1000, **overrides) -> DBoF:
-    """The MOD paper's DBoF baseline (Table 1, "16M"): the starter code's model with 2048
-    clusters, hidden size 1024, max pooling and a mixture of 5 experts; 1000 classes as in the
-    2019 segment task it was compared on."""
-    config = dict(cluster_size=2048, hidden_size=1024, num_mixtures=5)
-    return DBoF(num_classes, **{**config, **overrides})
-
-
-def dbof_small(num_classes: int, **overrides) -> DBoF:
-    """A CPU-sized DBoF: cluster 1024, hidden 256 (1,703,056 parameters at 200 classes)."""
-    config = dict(cluster_size=1024, hidden_size=256, bn_momentum=0.1)
-    return DBoF(num_classes, **{**config, **overrides})

@@ -16,8 +16,8 @@ Two counts, for one video whose ``frames`` frames are all valid:
   depending on the code path. (:class:`~vidistill.models.hrnn.HRNN` runs its own recurrence on
   ``nn.LSTM`` weights without calling the modules, so its matmuls are counted as they run.)
 * ``flops_paper``: the papers' convention, multiply-adds of the frame-level layers of the rgb
-  branch only, i.e. ``frames`` times a per-frame count given per model family in
-  :data:`PAPER_FLOPS_PER_FRAME` (``None`` for a family not listed):
+  branch only, i.e. ``frames`` times the per-frame count each backbone gives
+  (``Backbone.paper_flops_per_frame``; ``None`` for a family the papers do not count):
 
   - NeXtVLAD: expansion ``F * lambda F`` + assignment ``lambda F * G K`` + aggregation
     ``K * lambda F`` = 4,456,448 per frame for (8G, 128K, X2): 1.337 G at 300 frames and 0.134 G
@@ -38,54 +38,16 @@ Two counts, for one video whose ``frames`` frames are all valid:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from vidistill.features import FEATURE_SIZE, RGB_SIZE
+from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import count_parameters
-from vidistill.models.dbof import DBoF
-from vidistill.models.hrnn import HRNN
-from vidistill.models.logistic import FrameMeanLogistic
-from vidistill.models.netvlad import NetVLAD
-from vidistill.models.nextvlad import NeXtVLAD
 
 # Gate count per recurrent cell type: each gate is an (input + hidden) x hidden product per step.
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 _CELL_GATES = {nn.LSTMCell: 4, nn.GRUCell: 3, nn.RNNCell: 1}
-
-
-def _nextvlad_per_frame(model: NeXtVLAD) -> int:
-    video = model.video
-    wide = video.expand.out_features
-    return (
-        video.expand.in_features * wide + wide * video.assign.out_features + video.clusters * wide
-    )
-
-
-def _netvlad_per_frame(model: NetVLAD) -> int:
-    return 2 * model.video.feature_size * model.video.clusters
-
-
-def _dbof_per_frame(model: DBoF) -> int:
-    return RGB_SIZE * model.project.out_features
-
-
-def _hrnn_per_frame(model: HRNN) -> int:
-    lstm = model.lower
-    size = lstm.hidden_size
-    return 4 * size * (RGB_SIZE + size) + (lstm.num_layers - 1) * 4 * size * 2 * size
-
-
-PAPER_FLOPS_PER_FRAME: dict[type[nn.Module], Callable[[nn.Module], int]] = {
-    NeXtVLAD: _nextvlad_per_frame,
-    NetVLAD: _netvlad_per_frame,
-    DBoF: _dbof_per_frame,
-    FrameMeanLogistic: lambda model: 0,
-    HRNN: _hrnn_per_frame,
-}
 
 
 def count(model: nn.Module, frames: int, feature_size: int = FEATURE_SIZE) -> dict[str, int | None]:
@@ -98,10 +60,10 @@ def count(model: nn.Module, frames: int, feature_size: int = FEATURE_SIZE) -> di
     """
     if frames < 1:
         raise ValueError(f"count FLOPs at one frame or more, got frames={frames}")
-    per_frame = PAPER_FLOPS_PER_FRAME.get(type(model))
+    per_frame = getattr(model, "paper_flops_per_frame", lambda: None)()
     return {
         "params": count_parameters(model),
-        "flops_paper": None if per_frame is None else frames * per_frame(model),
+        "flops_paper": None if per_frame is None else frames * per_frame,
         "flops_total": _count_total(model, frames, feature_size),
     }
 

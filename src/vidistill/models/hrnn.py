@@ -21,10 +21,10 @@ Recurrence
 The weights live in ``nn.LSTM`` modules (PyTorch's layout, initialization and equations), but the
 recurrence runs here on rows in packed order (time major, longest sequence first, as in a
 ``PackedSequence``): each layer's input part of the gates is one matmul over all rows, then only
-the ``H x 4H`` recurrent product runs per step. On CPU, ``nn.LSTM`` on a ``PackedSequence`` took
-about 1.3x longer per training step of :func:`hrnn_small` (its backward zero-fills a full-size
-gradient at every step), and unpacked batches go to oneDNN, which also computes the unneeded
-gradient of the frames. On GPU, cuDNN's fused kernels may well beat this loop (not measured).
+the ``H x 4H`` recurrent product runs per step. On CPU, ``nn.LSTM`` on a ``PackedSequence`` is
+slower (its backward zero-fills a full-size gradient at every step), and unpacked batches go to
+oneDNN, which also computes the unneeded gradient of the frames. On GPU, cuDNN's fused kernels
+may well beat this loop.
 
 The authors' code instead split the padded 300-frame axis into 20 blocks of 15 frames, so a
 140-frame video filled 10 blocks and its student (every 10th frame of the padded axis, 5 blocks
@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidistill.features import FEATURE_SIZE
+from vidistill.features import FEATURE_SIZE, RGB_SIZE
 from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import build_classifier, pack
 
@@ -73,8 +73,7 @@ class HRNN(Backbone):
     ``U(-1/sqrt(H), 1/sqrt(H))`` (close to TensorFlow's Glorot at H = 1024). PyTorch LSTMs carry two
     bias vectors (``4 H`` parameters per layer more than TensorFlow's single one).
 
-    Parameters: 125,795,884 for :func:`hrnn_paper` at 3862 classes (LSTMs 46,694,400: lower
-    17,317,888, upper 29,376,512; MoE 79,101,484).
+    Presets: ``conf/model/hrnn.yaml`` (CPU-sized) and ``hrnn_paper.yaml`` (the paper's).
     """
 
     export_fixed_frames = True
@@ -106,6 +105,13 @@ class HRNN(Backbone):
         self.classifier = build_classifier(
             classifier, self.embedding_size, num_classes, num_mixtures
         )
+
+    def paper_flops_per_frame(self) -> int:
+        """The lower LSTM with its first layer's rgb inputs only:
+        ``4 H (1024 + H) + (layers - 1) 4 H (2 H)`` (the upper LSTM, a per-block cost, is left
+        out; see :mod:`vidistill.models.flops`)."""
+        size, layers = self.lower.hidden_size, self.lower.num_layers
+        return 4 * size * (RGB_SIZE + size) + (layers - 1) * 4 * size * 2 * size
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -278,37 +284,3 @@ def _lstm_step(
     i, f, g, o = (input_gates + F.linear(h, w_hh)).chunk(4, 1)
     c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
     return torch.sigmoid(o) * torch.tanh(c), c
-
-
-def hrnn_paper(num_classes: int = 3862, num_blocks: int = 20, **overrides) -> HRNN:
-    """The paper's H-RNN: 2-layer LSTMs of 1024 cells at both levels, MoE with 2 experts.
-
-    Teacher: 20 blocks (15 frames each at 300 frames); student: ``num_blocks=5`` (6 frames each at
-    k = 30), as in the authors' code. (The paper's text says l = 20 frames per block for the
-    teacher and l = 5 or 3 for students.) 125,795,884 parameters at 3862 classes, whatever the
-    number of blocks (LSTMs 46,694,400, MoE 79,101,484).
-    """
-    return HRNN(num_classes, num_blocks=num_blocks, **overrides)
-
-
-def hrnn_small(num_classes: int, **overrides) -> HRNN:
-    """A CPU-sized H-RNN: 10 blocks, 2-layer LSTMs of 64 (lower) and 128 (upper) cells, MoE with
-    2 experts, as ``conf/model/hrnn.yaml`` (which trains it with Adam at 3e-3, not the paper's 1e-3:
-    a short CPU run has few steps).
-
-    Unlike :func:`hrnn_paper`, frames are not L2-normalized and the forget gates start at a bias of
-    3. Dequantized frames have a norm far above one (each of the 1152 features spreads over a
-    good part of [-2, 2]), so L2-normalizing them shrinks the LSTM's gate inputs by that norm: at
-    PyTorch's default initialization the gates then hardly respond to the frames and training
-    crawls. A larger forget bias makes each block's final state
-    keep more of its early frames from the start. Neither choice is the paper's; the paper's
-    settings stay in :func:`hrnn_paper` and ``hrnn_paper.yaml``.
-
-    Parameters: 674,816 for the LSTMs (lower 345,088, upper 329,728) plus the MoE's
-    ``512 * 3 C + 513 * 2 C``: 1,187,216 at 200 classes. The lower LSTM's input product
-    (1152 x 4H per frame) dominates the cost: a training epoch of the default synthetic set (4000
-    videos of ~140 frames, batch 64, ``train.py model=hrnn``, data loading included) took about
-    30 s on 2 CPU cores, against about 45 s with 128 lower cells.
-    """
-    config = dict(num_blocks=10, lower_size=64, upper_size=128, l2_normalize=False, forget_bias=3.0)
-    return HRNN(num_classes, **{**config, **overrides})

@@ -22,6 +22,10 @@ class FrameMeanLogistic(Backbone):
         self.classifier = LogisticClassifier(feature_size, num_classes)
         self.embedding_size = feature_size
 
+    def paper_flops_per_frame(self) -> int:
+        """Averaging frames takes no multiplications."""
+        return 0
+
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = masked_mean(frames, mask)
         return BackboneOutput(logits=self.classifier(pooled), embedding=pooled)

@@ -29,8 +29,7 @@ class NetVLAD(Backbone):
     The input BatchNorm normalizes valid frames only. ``embedding`` is the gated hidden
     representation [B, H]; ``intermediate["pooled"]`` the concatenated NetVLAD output.
 
-    Parameters: 306,605,612 for :func:`netvlad_paper` at 3862 classes (the hidden layer alone,
-    278,528 x 1024, is 285.2M of them).
+    Presets: ``conf/model/netvlad.yaml`` (CPU-sized) and ``netvlad_paper.yaml``.
     """
 
     def __init__(
@@ -59,6 +58,10 @@ class NetVLAD(Backbone):
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
         self.embedding_size = hidden_size
 
+    def paper_flops_per_frame(self) -> int:
+        """Soft assignment ``F K`` plus aggregation ``F K`` of the rgb branch."""
+        return 2 * self.video.feature_size * self.video.clusters
+
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = pool_modalities(
             frames, mask, self.video, self.audio, self.rgb_size, frame_norm=self.input_bn
@@ -69,16 +72,3 @@ class NetVLAD(Backbone):
             embedding=embedding,
             intermediate={"pooled": pooled},
         )
-
-
-def netvlad_paper(num_classes: int = 3862, **overrides) -> NetVLAD:
-    """NetVLAD with 256 rgb and 128 audio clusters, hidden 1024, context gating, MoE with 2
-    experts, as used by the fewer-frames paper. 306,605,612 parameters at 3862 classes."""
-    return NetVLAD(num_classes, **overrides)
-
-
-def netvlad_small(num_classes: int, **overrides) -> NetVLAD:
-    """A CPU-sized NetVLAD: 16 rgb and 8 audio clusters, hidden 256 (4,816,320 parameters at
-    200 classes)."""
-    config = dict(clusters=16, audio_clusters=8, hidden_size=256, bn_momentum=0.1)
-    return NetVLAD(num_classes, **{**config, **overrides})

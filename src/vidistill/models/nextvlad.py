@@ -29,7 +29,8 @@ class NeXtVLAD(Backbone):
     ``embedding`` is the gated hidden representation [B, H] the classifier reads;
     ``intermediate["pooled"]`` is the concatenated NeXtVLAD output.
 
-    Parameters: 88,889,378 for :func:`nextvlad_paper` at 3862 classes (83,025,140 at 1000).
+    Presets: ``conf/model/nextvlad.yaml`` (CPU-sized) and ``nextvlad_paper.yaml`` (8G, 128K, X2,
+    2048H).
     """
 
     def __init__(
@@ -62,6 +63,14 @@ class NeXtVLAD(Backbone):
         self.classifier = build_classifier(classifier, hidden_size, num_classes, num_mixtures)
         self.embedding_size = hidden_size
 
+    def paper_flops_per_frame(self) -> int:
+        """Expansion ``F * lambda F`` + assignment ``lambda F * G K`` + aggregation
+        ``K * lambda F`` of the rgb branch (the group attention, ``lambda F * G``, left out as
+        in the fewer-frames paper's Table 6)."""
+        wide = self.video.expand.out_features
+        assign = self.video.assign.out_features
+        return self.video.expand.in_features * wide + wide * assign + self.video.clusters * wide
+
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
         pooled = pool_modalities(frames, mask, self.video, self.audio, self.rgb_size)
         embedding = self.gating(self.hidden_bn(self.hidden(self.dropout(pooled))))
@@ -70,22 +79,3 @@ class NeXtVLAD(Backbone):
             embedding=embedding,
             intermediate={"pooled": pooled},
         )
-
-
-def nextvlad_paper(num_classes: int = 3862, **overrides) -> NeXtVLAD:
-    """NeXtVLAD(8G, 128K, X2, 2048H) with r = 8 and dropout 0.5, as in both papers.
-
-    88,889,378 parameters at 3862 classes: rgb encoder 4.31M, audio encoder 0.11M, hidden layer
-    75.50M, gating 1.05M, classifier 7.91M (2.05M at 1000 classes, 83.03M in all).
-    """
-    return NeXtVLAD(num_classes, **overrides)
-
-
-def nextvlad_small(num_classes: int, **overrides) -> NeXtVLAD:
-    """A CPU-sized NeXtVLAD: 32 clusters, 8 groups, expansion 2, hidden 512 (7,606,484
-    parameters at 200 classes). BatchNorm statistics use PyTorch's momentum 0.1: with the papers'
-    0.999 decay they need thousands of steps to settle, and a 3-epoch CPU run has about 200 (on
-    the synthetic set, validation GAP after one epoch was 0.21 with decay 0.99 and lr 1e-3, 0.66
-    with decay 0.9 and lr 2e-3)."""
-    config = dict(clusters=32, groups=8, expansion=2, hidden_size=512, bn_momentum=0.1)
-    return NeXtVLAD(num_classes, **{**config, **overrides})
