@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset
+from vidistill.devices import resolve_device
 from vidistill.inference.writers import open_prediction_file
 from vidistill.lit.checkpoints import FRAME_SELECTION_KEYS, load_model
 from vidistill.models.mixture import member_path, subtree
@@ -74,9 +75,7 @@ class Predictor:
         self.backbone = subtree(model.backbone, member)
         path = member_path(member)
         self.member = list(path) if path else None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
         self.num_classes = info["data"]["num_classes"]
         self.mode = info["data"].get("mode", "frame")

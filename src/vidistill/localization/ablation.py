@@ -34,7 +34,8 @@ from omegaconf import DictConfig, open_dict
 
 from vidistill.layout import METRICS_FILE
 from vidistill.localization import pipeline
-from vidistill.runs import build, train
+from vidistill.runs import build, train_run
+from vidistill.runs.prerequisites import train_once
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +83,16 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
 
 def _trained(cfg: DictConfig, directory: Path, overrides: list[str]) -> str:
     """Train one stage with the training config (``ablation.model`` and
-    ``ablation.train_overrides``, the same data as the localization) unless it is done;
+    ``ablation.train_overrides``, the same data as the localization) unless it is done, as the
+    runs a training run depends on are (:func:`vidistill.runs.prerequisites.train_once`);
     returns its best checkpoint."""
-    record = directory / METRICS_FILE
-    if not record.is_file():
-        stage = _stage_config(cfg, directory, overrides)
-        directory.mkdir(parents=True, exist_ok=True)
-        log.info("ablation: training %s", directory)
-        train(stage)
-    else:
-        log.info("ablation: reusing %s", directory)
-    best = json.loads(record.read_text())["best_checkpoint"]
-    if not best:
-        raise RuntimeError(f"{record}: the stage saved no checkpoint")
-    return best
+
+    def stage(path: Path) -> DictConfig:
+        path.mkdir(parents=True, exist_ok=True)
+        return _stage_config(cfg, path, overrides)
+
+    record = train_once(directory, stage, train_run, what=f"ablation stage {directory.name}")
+    return record["best_checkpoint"]
 
 
 def _stage_config(cfg: DictConfig, directory: Path, overrides: list[str]) -> DictConfig:

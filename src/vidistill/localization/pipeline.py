@@ -36,6 +36,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from vidistill.devices import resolve_device
 from vidistill.inference.writers import check_output
 from vidistill.layout import METRICS_FILE
 from vidistill.lit.checkpoints import load_model
@@ -290,7 +291,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     output = Path(cfg.get("output") or Path(cfg.paths.output_dir) / SUBMISSION_FILE)
     check_output(output, cfg.overwrite)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     video_model, video_info, segment_model = _models(cfg, settings)
     num_classes = video_info["data"]["num_classes"]
     datamodule = _datamodule(cfg, video_info)
@@ -359,16 +360,6 @@ def _load(path: str, name: str) -> tuple[nn.Module, dict[str, Any]]:
             "localization feeds frames, so it needs a frame- or segment-level model"
         )
     return model, info
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"device={name!r}: expected auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device=cuda but torch sees no CUDA device")
-    return torch.device(name)
 
 
 def _datamodule(cfg: DictConfig, video_info: Mapping[str, Any]) -> pl.LightningDataModule:

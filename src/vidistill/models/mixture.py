@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidistill.devices import resolve_device
 from vidistill.features import FEATURE_SIZE
 from vidistill.models.base import Backbone, BackboneOutput, masked_mean
 from vidistill.models.layers import TF_BN_EPS, TF_BN_MOMENTUM
@@ -140,7 +141,9 @@ def place(model: Backbone, placement: Sequence[str | torch.device]) -> Mixture:
             f"placement lists {len(placement)} devices but the mixture has "
             f"{len(model.members)} members: give one device per member"
         )
-    devices = tuple(_usable_device(spec, position) for position, spec in enumerate(placement))
+    devices = tuple(
+        resolve_device(spec, f"placement[{position}]") for position, spec in enumerate(placement)
+    )
     for member, device in zip(model.members, devices, strict=True):
         member.to(device)
     model.placement = devices
@@ -237,19 +240,6 @@ def subtree(model: Backbone, path: Any) -> Backbone:
             )
         node = members[index]
     return node
-
-
-def _usable_device(spec: str | torch.device, position: int) -> torch.device:
-    """``spec`` as the device tensors report (``"cuda"`` -> ``cuda:<current>``), or ValueError."""
-    try:
-        # Allocating nothing is the one check that works for every device type; the errors
-        # differ by type (not compiled in, no such ordinal, bad string), hence the three kinds.
-        return torch.empty(0, device=spec).device
-    except (RuntimeError, AssertionError, ImportError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"placement[{position}] = {str(spec)!r} is not a usable device here: {reason}"
-        ) from error
 
 
 def _keeping_device(

@@ -43,5 +43,7 @@ def backbone_config(name: str, num_classes: int) -> Any:
         raise ValueError(f"no model preset {name!r}; presets: {', '.join(presets)}")
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"model={name}", f"num_classes={num_classes}"])
+        cfg = compose(
+            config_name="config", overrides=[f"model={name}", f"num_classes={num_classes}"]
+        )
     return OmegaConf.create(OmegaConf.to_container(cfg.model.backbone, resolve=True))

@@ -8,8 +8,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from vidistill.data.synthetic.ratings import VISIBLE_EVIDENCE
 from vidistill.features import SEGMENT_LENGTH
+
+VISIBLE_EVIDENCE = 0.25
+"""Evidence amplitude from which a class counts as visible in a frame (segment ratings)."""
 
 FORMAT_VERSION = 2
 """Bumped whenever the same config would produce different files (2: the rating model of

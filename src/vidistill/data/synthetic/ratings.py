@@ -55,14 +55,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vidistill.data.synthetic.config import VISIBLE_EVIDENCE
 from vidistill.features import SEGMENT_LENGTH
 
 if TYPE_CHECKING:
     from vidistill.data.synthetic.config import SyntheticConfig
     from vidistill.data.synthetic.world import SyntheticWorld
 
-VISIBLE_EVIDENCE = 0.25
-"""Evidence amplitude from which a class counts as visible in a frame (segment ratings)."""
 
 RATING_STATS = (
     "rated_segments",
