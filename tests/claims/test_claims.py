@@ -13,7 +13,7 @@ import yaml
 from vidistill.claims import evidence, readme
 from vidistill.claims.studies import STUDIES, Arm, Claim, Study, Sweep, ordering
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_job(directory: Path, overrides: list[str], metrics: dict, seed: int) -> None:

@@ -20,7 +20,7 @@ from vidistill.models import (
 from vidistill.models.base import BackboneOutput
 from vidistill.models.flops import count, recurrent_macs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_nextvlad_paper_matches_table_6():
