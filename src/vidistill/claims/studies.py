@@ -449,7 +449,7 @@ MOD = Study(
         ),
         Sweep("ablation", ("experiment=localization_ablation",), script="localize.py"),
     ),
-    claims=(*_mixture_claims(), *_segment_claims("val/map_at_k")),
+    claims=(*_mixture_claims(), *_segment_claims("test/map_at_k")),
 )
 
 STUDIES = {study.name: study for study in (FEWER_FRAMES, MOD)}
