@@ -429,7 +429,7 @@ MOD = Study(
         ),
         Sweep("ablation", ("experiment=localization_ablation",), script="localize.py"),
     ),
-    claims=tuple(_mod_claims("val/map_at_k")),
+    claims=tuple(_mod_claims("test/map_at_k")),
 )
 
 STUDIES = {study.name: study for study in (FEWER_FRAMES, MOD)}
