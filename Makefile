@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test bench lint format clean
+.PHONY: install train test bench claims claims-quick lint format clean
 
 install: $(STAMP)
 
@@ -27,6 +27,16 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py $(ARGS)
+
+# The claims report (results/<study>/): STUDY=fewer_frames or mod; resumes where it stopped.
+STUDY ?= fewer_frames
+claims: $(STAMP)
+	$(PY) -m vidistill.claims run $(STUDY) $(ARGS)
+
+# One seed and the smallest arms of both studies, into results/<study>/quick/.
+claims-quick: $(STAMP)
+	$(PY) -m vidistill.claims run fewer_frames --quick $(ARGS)
+	$(PY) -m vidistill.claims run mod --quick $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests bench train.py eval.py predict.py flops.py localize.py export.py
