@@ -45,14 +45,7 @@ def collate_frames(records: Sequence[FrameRecord], num_classes: int, num_frames:
         frames[i, :n, RGB_SIZE:] = record.audio[:n]
         labels[i, record.labels] = 1.0
         lengths[i] = n
-    lengths_t = torch.from_numpy(lengths)
-    return {
-        "frames": torch.from_numpy(frames),
-        "mask": torch.arange(num_frames) < lengths_t[:, None],
-        "num_frames": lengths_t,
-        "labels": torch.from_numpy(labels),
-        "ids": [record.id for record in records],
-    }
+    return _batch(frames, lengths, labels, [record.id for record in records])
 
 
 def collate_frame_views(
@@ -108,15 +101,9 @@ def collate_segments(samples: Sequence[dict], num_classes: int) -> Batch:
         labels[i, s["classes"]] = s["scores"]
         weights[i, s["classes"]] = 1.0
         lengths[i] = n
-    lengths_t = torch.from_numpy(lengths)
-    return {
-        "frames": torch.from_numpy(frames),
-        "mask": torch.arange(SEGMENT_LENGTH) < lengths_t[:, None],
-        "num_frames": lengths_t,
-        "labels": torch.from_numpy(labels),
-        "label_weights": torch.from_numpy(weights),
-        "ids": [s["id"] for s in samples],
-    }
+    batch = _batch(frames, lengths, labels, [s["id"] for s in samples])
+    batch["label_weights"] = torch.from_numpy(weights)
+    return batch
 
 
 def collate_videos(records: Sequence[VideoRecord], num_classes: int) -> Batch:
@@ -194,3 +181,16 @@ def _dequantize_view(
     if padding:
         values.masked_fill_(~mask.unsqueeze(-1), 0.0)
     return values
+
+
+def _batch(frames: np.ndarray, lengths: np.ndarray, labels: np.ndarray, ids: list[str]) -> dict:
+    """The batch dict from padded frames [B, T, D], lengths [B], labels [B, C] and ids: valid
+    frames first, so the mask [B, T] is ``t < length``."""
+    lengths_t = torch.from_numpy(lengths)
+    return {
+        "frames": torch.from_numpy(frames),
+        "mask": torch.arange(frames.shape[1]) < lengths_t[:, None],
+        "num_frames": lengths_t,
+        "labels": torch.from_numpy(labels),
+        "ids": ids,
+    }
