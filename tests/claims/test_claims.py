@@ -147,3 +147,41 @@ def test_every_claim_names_arms_of_its_studys_sweeps():
             if claim.quick:
                 for arm in (claim.a, claim.b):
                     assert study.sweep(arm.sweep).quick is not None, claim.claim
+
+
+def test_cost_section_compares_a_student_with_its_teacher(tmp_path):
+    """claims.md's cost table: the student's multiply-adds at its k frames against its
+    teacher's at 300 (the papers' convention), from the configs the runs recorded."""
+    backbone = {"_target_": "vidistill.models.DBoF", "num_classes": 3, "cluster_size": 8}
+    teacher_dir = tmp_path / "runs" / "teachers" / "DBoF-x"
+    teacher_dir.mkdir(parents=True)
+    teacher_config = {
+        "model": {"backbone": backbone},
+        "data": {"sampler": "all", "max_frames": 300},
+    }
+    (teacher_dir / "metrics.json").write_text(json.dumps({"metrics": {}, "config": teacher_config}))
+    student = tmp_path / "runs" / "students" / "k=10,seed=0"
+    write_job(student, ["k=10"], {"test/gap": 0.5}, seed=0)
+    record = json.loads((student / "metrics.json").read_text())
+    record["config"] = {
+        "seed": 0,
+        "model": {"backbone": backbone},
+        "data": {"sampler": "uniform", "k": 10, "max_frames": 300},
+    }
+    record["teacher"] = {"directory": str(teacher_dir), "metrics": {}}
+    (student / "metrics.json").write_text(json.dumps(record))
+    study = Study(
+        name="cost",
+        setup="toy",
+        recipe=(),
+        sweeps=(Sweep("students", ("k=10",)),),
+        claims=(),
+        cost=((Arm("students", ("k=10",)), "0.167 vs 5.058"),),
+    )
+    evidence.build_evidence(study, tmp_path)
+    text = (tmp_path / "claims.md").read_text()
+    # DBoF's papers' count is 1024 x cluster_size per frame: 10 frames vs 300.
+    assert (
+        f"| `students: k=10` | 0.167 vs 5.058 | {10 * 8192 / 1e9:.3f} vs {300 * 8192 / 1e9:.3f} |"
+        in text
+    )

@@ -331,7 +331,7 @@ def _read_run(
         )
     extra = {key: None if record is None else record.get(key) for key in RECORD_COLUMNS}
     if flops:
-        counts = _flops_of(record.get("config", {})) if record is not None else {}
+        counts = flops_of(record.get("config", {})) if record is not None else {}
         extra.update({key: counts.get(key) for key in FLOPS_COLUMNS})
     overrides = _overrides(directory / HYDRA_DIR / OVERRIDES_FILE)
     if "seed" not in overrides and record is not None and "seed" in record.get("config", {}):
@@ -363,7 +363,7 @@ def _overrides(path: Path) -> dict[str, str]:
     return result
 
 
-def _flops_of(config: dict[str, Any]) -> dict[str, int | None]:
+def flops_of(config: dict[str, Any]) -> dict[str, int | None]:
     """FLOPs of the run's backbone at the frames it sees; {} without a model in the config."""
     backbone = config.get("model", {}).get("backbone")
     if backbone is None:

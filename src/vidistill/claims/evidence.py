@@ -20,8 +20,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from vidistill.analysis.results import arm_columns, arm_values, collect, paired_interval
+from vidistill.analysis.results import (
+    arm_columns,
+    arm_values,
+    collect,
+    flops_of,
+    paired_interval,
+)
 from vidistill.claims.studies import Claim, Study, Sweep
+from vidistill.layout import read_record
 
 RUNS_DIR = "runs"
 RUNS_FILE = "runs.csv"
@@ -88,6 +95,7 @@ def _read_sweep(sweep: Sweep, directory: Path) -> pd.DataFrame:
     arms = arm_columns(collect(directory))
     table.insert(0, "sweep", sweep.name)
     table.insert(1, "arm", [_arm_label(sweep.name, row, arms) for _, row in table.iterrows()])
+    table["directory"] = [str(directory / run) for run in table["run"]]
     records = [json.loads((directory / run / "metrics.json").read_text()) for run in table["run"]]
     table["overrides"] = [" ".join(record.get("overrides") or []) for record in records]
     table["git_commit"] = [record.get("git_commit") for record in records]
@@ -225,6 +233,7 @@ def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, qui
             f"{_mean_sd(row['mean_a'], row['sd_a'])} | {_mean_sd(row['mean_b'], row['sd_b'])} | "
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
+    lines += cost_lines(study, frame)
     arms = "\n".join(
         f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick
     )
@@ -249,3 +258,51 @@ def _interval(row: pd.Series) -> str:
     if math.isnan(row["diff_low"]):
         return f"{mean:+.4f}"
     return f"{mean:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+
+
+def cost_lines(study: Study, frame: pd.DataFrame) -> list[str]:
+    """claims.md's cost section: each listed student's multiply-adds per video against its
+    teacher's (the papers' convention and every layer; :func:`vidistill.models.flops.count`),
+    from the configs its run recorded. Inference time is measured by ``make bench``."""
+    rows = []
+    for arm, paper in study.cost:
+        record = _first_record(frame, arm)
+        if record is None or "teacher" not in record:
+            continue
+        teacher_record = read_record(record["teacher"]["directory"])
+        if teacher_record is None:
+            continue
+        student, teacher = flops_of(record["config"]), flops_of(teacher_record["config"])
+        rows.append(
+            f"| `{arm.label()}` | {paper} | {_giga(student['flops_paper'])} vs "
+            f"{_giga(teacher['flops_paper'])} | {_giga(student['flops_total'])} vs "
+            f"{_giga(teacher['flops_total'])} | "
+            f"{teacher['flops_total'] / student['flops_total']:.1f}x |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "Cost per video, student vs its teacher (GFLOPs as multiply-adds; the teacher at 300 "
+        "frames, the papers' convention; end-to-end speed is measured by `make bench`):",
+        "",
+        "| student | paper (Table 3) | papers' convention | every layer | ratio (every layer) |",
+        "|---|---|---|---|---:|",
+        *rows,
+    ]
+
+
+def _first_record(frame: pd.DataFrame, arm) -> dict | None:
+    """The record of one finished run of ``arm`` (the configs are the same over seeds)."""
+    chosen = frame
+    for key, value in arm.selector().items():
+        if key not in chosen:
+            return None
+        chosen = chosen[chosen[key].astype(str) == value]
+    if chosen.empty or "directory" not in chosen:
+        return None
+    return read_record(chosen.iloc[0]["directory"])
+
+
+def _giga(value: int | None) -> str:
+    return "" if value is None else f"{value / 1e9:.3f}"

@@ -78,6 +78,8 @@ class Study:
     claims: tuple[Claim, ...]
     seeds: tuple[int, ...] = SEEDS
     localize_recipe: tuple[str, ...] = field(default=())  # the recipe as localize.py takes it
+    # Students whose cost per video is compared with their teacher's: (arm, the paper's figure).
+    cost: tuple[tuple[Arm, str], ...] = field(default=())
 
     def sweep(self, name: str) -> Sweep:
         for sweep in self.sweeps:
@@ -320,6 +322,11 @@ FEWER_FRAMES = Study(
         ),
     ),
     claims=(*_baseline_and_student_claims(), *_training_claims(), *_backbone_claims()),
+    # Table 3 (H-RNN, FLOPs per video in billions; the teacher 5.058 at all frames).
+    cost=tuple(
+        (_student(k), paper)
+        for k, paper in ((10, "0.167 vs 5.058"), (20, "0.268 vs 5.058"), (30, "0.520 vs 5.058"))
+    ),
 )
 
 
