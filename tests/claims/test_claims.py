@@ -185,3 +185,45 @@ def test_cost_section_compares_a_student_with_its_teacher(tmp_path):
         f"| `students: k=10` | 0.167 vs 5.058 | {10 * 8192 / 1e9:.3f} vs {300 * 8192 / 1e9:.3f} |"
         in text
     )
+
+
+def test_stopping_a_sweep_stops_its_whole_process_group(tmp_path):
+    """A sweep's launcher starts workers of its own; when the study is stopped they must go too
+    (they would otherwise keep training after their parent is gone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from vidistill.claims import launch
+
+    pid_file = tmp_path / "grandchild.pid"
+    # A child that starts a grandchild ignoring SIGTERM, as a busy worker may, then waits.
+    script = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', "
+        "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(g.pid))\n"
+        "time.sleep(600)\n"
+    )
+    interrupt = threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    interrupt.start()
+    with open(tmp_path / "out.log", "w") as output, pytest.raises(KeyboardInterrupt):
+        launch.run_as_group([sys.executable, "-c", script], dict(os.environ), output)
+    grandchild = int(pid_file.read_text())
+    for _ in range(100):  # killed by SIGKILL after the grace period at the latest
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        # A zombie still answers kill(0): reap if it is ours, else look at its state.
+        state = subprocess.run(
+            ["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True
+        ).stdout
+        if not state.strip() or state.strip().startswith("Z"):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"process {grandchild} of the stopped sweep is still running")

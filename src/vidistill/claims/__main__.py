@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         "--sweeps", help="comma-separated sweeps to run (default: all of the study's)"
     )
     args = parser.parse_args(argv)
+    # SIGTERM (a scheduler, `kill`) stops the running sweep's whole process group too.
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "readme":
         write_readme(args.readme, args.results)
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     print((directory / "claims.md").read_text())
     log.info("%s: %d claims, evidence in %s", study.name, len(claims), directory)
     return 1 if failed else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

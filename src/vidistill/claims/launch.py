@@ -10,11 +10,14 @@ video-level pretraining study-wide (``runs/teachers``, ``runs/pretrained``), one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 from vidistill.claims.studies import Study, Sweep
 
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 JOBS_AT_ONCE = 2
+# How long a stopped sweep's processes get to exit on SIGTERM before SIGKILL.
+GRACE_SECONDS = 10.0
 # What the jobs' directory names leave out: the same for every job of a sweep.
 HIDDEN_KEYS = ("hydra", "experiment", "pretrain.shared_dir", "distill.teacher.shared_dir")
 
@@ -67,7 +72,40 @@ def run_sweep(study: Study, sweep: Sweep, directory: Path, quick: bool) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log.info("sweep %s: %s", sweep.name, " ".join(command))
     with open(logs / f"{sweep.name}.log", "a") as output:
-        result = subprocess.run(
-            command, cwd=PROJECT_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
-    return result.returncode
+        return run_as_group(command, env, output)
+
+
+def run_as_group(command: list[str], env: dict[str, str], output: IO) -> int:
+    """Run ``command`` in a process group of its own and wait for it. If this process is stopped
+    meanwhile (Ctrl-C, or SIGTERM turned into KeyboardInterrupt by the command line), the whole
+    group goes too: the sweep's launcher and the joblib workers it started, which would otherwise
+    outlive it and keep training. A study stopped this way resumes with the same command."""
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        return process.wait()
+    except BaseException:
+        _stop_group(process)
+        raise
+
+
+def _stop_group(process: subprocess.Popen, grace: float = GRACE_SECONDS) -> None:
+    """SIGTERM to the process group; after the launcher exits (or ``grace`` seconds), SIGKILL
+    to whatever is left of the group: a worker busy in a kernel may not act on SIGTERM, and it
+    keeps the group alive after its parent is gone."""
+    _signal_group(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # nothing left in the group
+        os.killpg(group, sig)
