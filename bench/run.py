@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_pipeline  # noqa: E402
 import distillation  # noqa: E402
+import training  # noqa: E402
+
 import inference  # noqa: E402
 import localization  # noqa: E402
-import training  # noqa: E402
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "data": data_pipeline.run,
