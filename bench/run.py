@@ -20,6 +20,7 @@ import training  # noqa: E402
 
 import inference  # noqa: E402
 import localization  # noqa: E402
+from vidistill.configs import register_configs  # noqa: E402
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "data": data_pipeline.run,
@@ -40,6 +41,7 @@ def main() -> None:
         "--repeats", type=int, default=3, help="timed passes per measurement (best is kept)"
     )
     args = parser.parse_args()
+    register_configs()  # the sections compose conf/ as train.py does
     for name in args.sections or SECTIONS:
         print(f"\n== {name} ==", flush=True)
         start = time.perf_counter()
