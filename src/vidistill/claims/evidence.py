@@ -88,18 +88,18 @@ def read_runs(study: Study, directory: str | os.PathLike) -> pd.DataFrame:
 def _read_sweep(sweep: Sweep, directory: Path) -> pd.DataFrame:
     if sweep.script == "localize.py":
         return _read_ablations(sweep, directory)
-    table = collect(directory)
-    if table.empty:
-        return table
-    table = table[table["status"] == "done"].copy()
-    arms = arm_columns(collect(directory))
+    runs = collect(directory)  # every job, finished or not: the arms are what the sweep varies
+    if runs.empty:
+        return runs
+    table = runs[runs["status"] == "done"].copy()
+    arms = arm_columns(runs)
     table.insert(0, "sweep", sweep.name)
     table.insert(1, "arm", [_arm_label(sweep.name, row, arms) for _, row in table.iterrows()])
     table["directory"] = [str(directory / run) for run in table["run"]]
-    records = [json.loads((directory / run / "metrics.json").read_text()) for run in table["run"]]
+    records = [read_record(directory / run) for run in table["run"]]
     table["overrides"] = [" ".join(record.get("overrides") or []) for record in records]
     table["git_commit"] = [record.get("git_commit") for record in records]
-    table.attrs["metrics"] = collect(directory).attrs["metrics"]
+    table.attrs["metrics"] = runs.attrs["metrics"]
     return table
 
 
