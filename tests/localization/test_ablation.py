@@ -33,6 +33,13 @@ def test_the_ablation_reports_on_rated_files_selection_never_saw(tmp_path):
     assert stage.data.val_files == "segment/tune*.tfrecord"
     assert cfg.files == "segment/test*.tfrecord"
     localization_ablation.check_held_out(cfg, stage)
+    # A checkpoint path is set as a value: "=" in a sweep's directory names needs no quoting.
+    checkpoint = str(tmp_path / "seed=0" / "video" / "checkpoints" / "epoch=2-step=9.ckpt")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        finetuned = localization_ablation._stage_config(
+            cfg, tmp_path / "segment", ["experiment=segment_finetune"], pretrained=checkpoint
+        )
+    assert finetuned.pretrained == checkpoint
     for leaked in ("segment/tune*.tfrecord", ["segment/test*", "segment/validate0000.tfrecord"]):
         with open_dict(cfg):
             cfg.files = leaked
@@ -52,10 +59,12 @@ def test_ablation_trains_its_models_and_scores_every_variant(tmp_path):
         "ablation.segment_epochs=1",
         "ablation.train_overrides=[" + ",".join(f"'{o}'" for o in TRAIN) + "]",
     ]
-    cfg = compose_config(tmp_path, overrides, config_name="localize")
+    # A sweep job's directory, as `localize.py -m ... seed=0,1,2` names it: its "=" ends up in
+    # the checkpoint paths the stages pass on.
+    cfg = compose_config(tmp_path, overrides, config_name="localize", run="seed=0")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # as localize.py has
         table = localization_ablation.run(cfg)
-    run = tmp_path / "run"
+    run = tmp_path / "seed=0"
     assert set(table) == {
         "video_only",
         "segment_only_finetuned",

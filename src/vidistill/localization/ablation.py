@@ -54,7 +54,9 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     finetune = ["experiment=segment_finetune", f"trainer.max_epochs={settings.segment_epochs}"]
     check_held_out(cfg, _stage_config(cfg, out / "segment_finetuned", finetune))
     segment = {
-        "finetuned": _trained(cfg, out / "segment_finetuned", [*finetune, f"pretrained={video}"]),
+        # A path is set as a value, not an override: a sweep's directories (seed=0/...) put "="
+        # in it, which the override grammar would not parse.
+        "finetuned": _trained(cfg, out / "segment_finetuned", finetune, pretrained=video),
         "scratch": _trained(cfg, out / "segment_scratch", [*finetune, "pretrain.enabled=false"]),
     }
     a, b = cfg.video_exponent, cfg.segment_exponent
@@ -81,22 +83,25 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _trained(cfg: DictConfig, directory: Path, overrides: list[str]) -> str:
+def _trained(cfg: DictConfig, directory: Path, overrides: list[str], **values: Any) -> str:
     """Train one stage with the training config (``ablation.model`` and
-    ``ablation.train_overrides``, the same data as the localization) unless it is done, as the
-    runs a training run depends on are (:func:`vidistill.runs.prerequisites.train_once`);
-    returns its best checkpoint."""
+    ``ablation.train_overrides``, the same data as the localization, then ``values`` set on
+    the composed config) unless it is done, as the runs a training run depends on are
+    (:func:`vidistill.runs.prerequisites.train_once`); returns its best checkpoint."""
 
     def stage(path: Path) -> DictConfig:
         path.mkdir(parents=True, exist_ok=True)
-        return _stage_config(cfg, path, overrides)
+        return _stage_config(cfg, path, overrides, **values)
 
     record = train_once(directory, stage, train_run, what=f"ablation stage {directory.name}")
     return record["best_checkpoint"]
 
 
-def _stage_config(cfg: DictConfig, directory: Path, overrides: list[str]) -> DictConfig:
-    """The training config of one stage, on the same (synthetic) data as the localization."""
+def _stage_config(
+    cfg: DictConfig, directory: Path, overrides: list[str], **values: Any
+) -> DictConfig:
+    """The training config of one stage, on the same (synthetic) data as the localization;
+    ``values`` are top-level keys set after composing (paths, which need no quoting there)."""
     settings = cfg.ablation
     stage = compose(
         config_name="config",
@@ -112,6 +117,8 @@ def _stage_config(cfg: DictConfig, directory: Path, overrides: list[str]) -> Dic
         stage.paths = copy.deepcopy(cfg.paths)
         stage.paths.output_dir = str(directory)
         stage.data.generator = copy.deepcopy(cfg.data.generator)
+        for key, value in values.items():
+            stage[key] = value
     return stage
 
 
