@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from tfrecord.reader import sequence_loader
 
-from vidistill.data import YT8MDataset, dequantize, dequantize_batch, expand_files, read_records
+from vidistill.data import (
+    FrameSelection,
+    YT8MDataset,
+    dequantize,
+    dequantize_batch,
+    expand_files,
+    read_records,
+)
 from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
 
 BENCH_DATA = SyntheticConfig(seed=1, num_train=1500, num_validate=0, num_test=0, num_segment=0)
@@ -68,7 +75,8 @@ def vidistill_records(files: list[str]) -> int:
 
 
 def vidistill_pipeline(files: list[str], sampler: str, k: int | None) -> int:
-    dataset = YT8MDataset(files, num_classes=1000, batch_size=64, sampler=sampler, k=k)
+    frames = FrameSelection(sampler, k)
+    dataset = YT8MDataset(files, num_classes=1000, batch_size=64, frames=frames)
     count = 0
     for batch in dataset:
         dequantize_batch(batch)

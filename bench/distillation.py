@@ -22,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from training import BATCH_SIZE, CONFIG_DIR, NUM_CLASSES, load_batches
 
+from vidistill.data import FrameSelection
 from vidistill.distill import LabelLoss
 
 BATCHES = 3
@@ -126,7 +127,12 @@ def student_against_teacher(batches: list[dict], repeats: int) -> None:
 
 def run(args: argparse.Namespace) -> None:
     # Uniform-K student frames, with the teacher's view (all frames) of the same videos.
-    batches = load_batches(args.work_dir, BATCHES, sampler="uniform", k=K, teacher_sampler="all")
+    batches = load_batches(
+        args.work_dir,
+        BATCHES,
+        frames=FrameSelection("uniform", K),
+        teacher_frames=FrameSelection("all"),
+    )
     print(
         f"{BATCHES} batches of {BATCH_SIZE} videos, {NUM_CLASSES} classes, "
         f"{torch.get_num_threads()} threads"

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from training import CONFIG_DIR, NUM_CLASSES
 
-from vidistill.data import read_records
+from vidistill.data import FrameSelection, read_records
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.framing import iter_payloads
 from vidistill.data.sharding import expand_files
@@ -121,15 +121,9 @@ def _checkpoint(directory: Path, preset: str, k: int | None) -> Path:
     # The entry train.py's callback adds to every checkpoint it saves.
     RunConfigInCheckpoint(
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
-        data_config={
-            "sampler": "all" if k is None else "uniform",
-            "k": k,
-            "stride": None,
-            "max_frames": 300,
-            "seed": 0,
-            "mode": "frame",
-            "num_classes": NUM_CLASSES,
-        },
+        frames=FrameSelection("all" if k is None else "uniform", k),
+        mode="frame",
+        num_classes=NUM_CLASSES,
     ).on_save_checkpoint(None, model, checkpoint)
     torch.save(checkpoint, path)
     return path

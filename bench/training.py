@@ -32,7 +32,7 @@ BATCH_SIZE = 64
 
 def load_batches(work_dir: str, count: int = BATCHES, **selection) -> list[dict]:
     """The first ``count`` dequantized training batches of the benchmark set; ``selection`` goes
-    to :class:`YT8MDataset` (sampler, k, teacher_sampler...), all frames by default."""
+    to :class:`YT8MDataset` (``frames``, ``teacher_frames``), all frames by default."""
     directory = ensure_dataset(work_dir, BENCH_DATA)
     files = expand_files(str(directory / "frame" / "train*.tfrecord"))
     dataset = YT8MDataset(files, num_classes=NUM_CLASSES, batch_size=BATCH_SIZE, **selection)

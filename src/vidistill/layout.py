@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vidistill.atomic import atomic_write
+
 METRICS_FILE = "metrics.json"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -44,10 +46,9 @@ def read_record(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def write_record(run_dir: str | os.PathLike, record: dict[str, Any]) -> Path:
-    """Write the run's ``metrics.json`` (values JSON cannot hold become strings)."""
-    path = Path(run_dir) / METRICS_FILE
-    path.write_text(json.dumps(record, indent=2, default=str))
-    return path
+    """Write the run's ``metrics.json`` (values JSON cannot hold become strings); it appears
+    only when complete, as a finished run's marker must."""
+    return atomic_write(Path(run_dir) / METRICS_FILE, json.dumps(record, indent=2, default=str))
 
 
 def last_checkpoint(run_dir: str | os.PathLike) -> Path:

@@ -62,7 +62,7 @@ def backbone_embeddings(checkpoint: Path, run_dir: Path) -> tuple[list[str], tor
     hook, then the model's backbone."""
     model, info = load_model(checkpoint)
     config = json.loads((run_dir / "metrics.json").read_text())["config"]["data"]
-    config.update({key: info["data"][key] for key in ("sampler", "k", "stride", "max_frames")})
+    config.update(info["data"]["frames"])
     config.update(teacher_sampler=None, teacher_k=None)
     from hydra.utils import instantiate
 

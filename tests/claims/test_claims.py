@@ -3,6 +3,7 @@ generated from the evidence, and a real --quick study on a tiny set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -119,6 +120,52 @@ def test_evidence_files_from_run_records(tmp_path):
     assert "seeds 0, 1, 2; 9 runs" in text and "total CPU time 0.1 h" in text
     assert "| order: Uniform > First | 0.80 vs 0.70 | test/gap | 0.7100 ± 0.0100 |" in text
     assert "Verdicts: 1 holds, 1 inconclusive, 1 not run." in text
+
+
+def test_claims_md_carries_the_notes_and_the_commits_that_made_the_runs(tmp_path):
+    toy_runs(tmp_path)
+    write_job(tmp_path / "runs" / "students" / "seed=3", ["k=10"], {"test/gap": 0.7}, 3)
+    records = sorted((tmp_path / "runs" / "students" / "seed=3").rglob("metrics.json"))
+    record = json.loads(records[0].read_text())
+    records[0].write_text(json.dumps({**record, "git_commit": "def4567890"}))
+    noted = dataclasses.replace(TOY, notes=("The ablation was rerun after a fix.",))
+    evidence.build_evidence(noted, tmp_path)
+    text = (tmp_path / "claims.md").read_text()
+    notes = text.split("Notes:", 1)[1]
+    assert "- The ablation was rerun after a fix." in notes
+    assert "Runs made at commit(s) abc123 (9 runs), def4567 (1 runs)." in notes
+
+
+def test_ablation_variants_are_compared_beside_training_runs(tmp_path):
+    """A study mixing train.py sweeps with the localization ablation (one ablation.json per
+    seed, one row per variant) pairs the ablation's variants by seed."""
+    toy_runs(tmp_path)
+    for seed, (combined, video) in enumerate([(0.75, 0.50), (0.76, 0.53), (0.77, 0.54)]):
+        run = tmp_path / "runs" / "ablation" / f"seed={seed}"
+        write_job(run / "video", ["test=false"], {"val/gap": 0.6}, seed)
+        table = {"combined_finetuned": {"map_at_k": combined}, "video_only": {"map_at_k": video}}
+        (run / "ablation.json").write_text(json.dumps(table))
+    variant = {
+        name: Arm("ablation", (f"variant={name}",)) for name in ("combined_finetuned", "video_only")
+    }
+    study = dataclasses.replace(
+        TOY,
+        sweeps=(*TOY.sweeps, Sweep("ablation", (), script="localize.py")),
+        claims=(
+            Claim(
+                "combined beats video",
+                "",
+                "test/map_at_k",
+                variant["combined_finetuned"],
+                variant["video_only"],
+            ),
+        ),
+    )
+    (row,) = (row for _, row in evidence.build_evidence(study, tmp_path).iterrows())
+    assert row["n"] == 3 and row["verdict"] == "holds"
+    assert row["mean_a"] == pytest.approx(0.76) and row["diff_mean"] == pytest.approx(
+        (0.25 + 0.23 + 0.23) / 3
+    )
 
 
 def test_readme_section_is_generated_from_the_evidence(tmp_path):

@@ -7,6 +7,7 @@ import torch
 
 from shardtools import random_video
 from vidistill.data import (
+    FrameSelection,
     RecordWriter,
     YT8MDataset,
     dequantize,
@@ -19,7 +20,10 @@ from vidistill.data import (
 def test_frame_batches_pad_mask_and_dequantize(shards):
     directory, videos = shards
     dataset = YT8MDataset(
-        str(directory / "*.tfrecord"), num_classes=10, batch_size=5, sampler="uniform", k=8
+        str(directory / "*.tfrecord"),
+        num_classes=10,
+        batch_size=5,
+        frames=FrameSelection("uniform", k=8),
     )
     batch = next(iter(dataset))
     assert batch["frames"].shape == (5, 8, 1152) and batch["frames"].dtype == torch.uint8

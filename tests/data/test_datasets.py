@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from shardtools import random_video, write_shards
 from vidistill.data import (
     CorruptRecordError,
+    FrameSelection,
     RecordWriter,
     YT8MDataset,
     dequantize_batch,
@@ -76,7 +77,11 @@ def test_training_order_changes_per_epoch_and_repeats_per_seed(shards):
 
     def order(epoch, seed=0):
         dataset = YT8MDataset(
-            str(directory / "*.tfrecord"), num_classes=10, batch_size=3, train=True, seed=seed
+            str(directory / "*.tfrecord"),
+            num_classes=10,
+            batch_size=3,
+            train=True,
+            frames=FrameSelection(seed=seed),
         )
         dataset.set_epoch(epoch)
         return ids_seen(dataset)
@@ -98,13 +103,12 @@ def test_max_frames_truncates_to_the_first_frames(tmp_path):
     vid, labels, rgb, audio = random_video(rng, "long", 40)
     with RecordWriter(str(tmp_path / "a.tfrecord")) as writer:
         writer.write(encode_frame_example(vid, labels, rgb, audio))
-    batch = next(iter(YT8MDataset(str(tmp_path / "a.tfrecord"), num_classes=10, max_frames=25)))
+    frames = FrameSelection(max_frames=25)
+    batch = next(iter(YT8MDataset(str(tmp_path / "a.tfrecord"), num_classes=10, frames=frames)))
     assert batch["frames"].shape[1] == 25 and batch["num_frames"].item() == 25
     np.testing.assert_array_equal(batch["frames"][0, :, :1024].numpy(), rgb[:25])
     with pytest.raises(ValueError, match="k=30 .* max_frames=25"):
-        YT8MDataset(
-            str(tmp_path / "a.tfrecord"), num_classes=10, max_frames=25, sampler="uniform", k=30
-        )
+        FrameSelection("uniform", k=30, max_frames=25)
 
 
 def test_bad_configuration_and_missing_files(shards, tmp_path):
@@ -174,9 +178,11 @@ def test_teacher_view_holds_all_frames_and_the_student_view_is_unchanged(shards,
     """One decode, two views: the student's frames are exactly what a single-view dataset with the
     same sampler delivers (random picks included), the teacher's are every frame."""
     directory, videos = shards
-    common = dict(num_classes=10, batch_size=7, sampler=sampler, k=6, train=True, seed=3)
+    frames = FrameSelection(sampler, k=6, seed=3)
+    common = dict(num_classes=10, batch_size=7, frames=frames, train=True)
     single = YT8MDataset(str(directory / "*.tfrecord"), **common)
-    both = YT8MDataset(str(directory / "*.tfrecord"), teacher_sampler="all", **common)
+    teacher = FrameSelection("all", seed=3)
+    both = YT8MDataset(str(directory / "*.tfrecord"), teacher_frames=teacher, **common)
     for dataset in (single, both):
         dataset.set_epoch(2)
     for plain, batch in zip(single, both, strict=True):
@@ -203,12 +209,20 @@ def test_student_cannot_see_more_frames_than_the_teacher(shards):
         YT8MDataset(
             str(directory / "*.tfrecord"),
             num_classes=10,
-            sampler="uniform",
-            k=12,
-            teacher_sampler="uniform",
-            teacher_k=8,
+            frames=FrameSelection("uniform", k=12),
+            teacher_frames=FrameSelection("uniform", k=8),
+        )
+    with pytest.raises(ValueError, match="must have the student's max_frames and seed"):
+        YT8MDataset(
+            str(directory / "*.tfrecord"),
+            num_classes=10,
+            frames=FrameSelection("uniform", k=6),
+            teacher_frames=FrameSelection("all", seed=1),
         )
     with pytest.raises(ValueError, match="teacher view needs frame mode"):
         YT8MDataset(
-            str(directory / "*.tfrecord"), num_classes=10, mode="video", teacher_sampler="all"
+            str(directory / "*.tfrecord"),
+            num_classes=10,
+            mode="video",
+            teacher_frames=FrameSelection("all"),
         )

@@ -321,7 +321,7 @@ def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
 
     objective = strategy(small_nextvlad(16), parallel=True)
     model = VideoClassifier(small_nextvlad(8), C, objective=objective)
-    assert any(key.startswith("objective.losses.rep.projection") for key in model.state_dict())
+    assert any(key.startswith("objective.terms.rep.projection") for key in model.state_dict())
     config = {
         "_target_": "vidistill.lit.VideoClassifier",
         "num_classes": C,
@@ -344,6 +344,20 @@ def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
     assert not any(key.startswith("objective") for key in loaded.state_dict())
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[key], value)
+
+
+def test_objective_state_saved_under_the_former_name_losses_still_loads():
+    """Checkpoints written before the terms were renamed (``objective.losses.*``) resume."""
+    saved = VideoClassifier(small_nextvlad(8), C, objective=strategy(small_nextvlad(16)))
+    legacy = {
+        key.replace("objective.terms.", "objective.losses."): value
+        for key, value in saved.state_dict().items()
+    }
+    assert any(key.startswith("objective.losses.rep.projection") for key in legacy)
+    restored = VideoClassifier(small_nextvlad(8), C, objective=strategy(small_nextvlad(16)))
+    restored.load_state_dict(legacy)
+    projection = "objective.terms.rep.projection.weight"
+    assert torch.equal(restored.state_dict()[projection], saved.state_dict()[projection])
 
 
 # -- the two-stage schedule --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hydra_helpers import compose_config
+from vidistill.data import FrameSelection
 from vidistill.data.framing import CorruptRecordError, scan_offsets
 from vidistill.inference import Predictor, predict_to_file
 from vidistill.inference import predictor as inference
@@ -58,7 +59,7 @@ def test_streaming_predictions_equal_the_evaluation_loop(student):
     reading, batching and dequantization)."""
     root, checkpoint = student
     predictor = Predictor(checkpoint, device="cpu")
-    assert predictor.frames["sampler"] == "uniform" and predictor.frames["k"] == K
+    assert predictor.frames == FrameSelection("uniform", K)
     streamed = list(predictor.stream(predictor.dataset(shards_of(root), batch_size=7), top_k=20))
 
     model, info = load_model(checkpoint)
@@ -67,7 +68,7 @@ def test_streaming_predictions_equal_the_evaluation_loop(student):
         [
             *(
                 f"data.{key}={value}"
-                for key, value in info["data"].items()
+                for key, value in info["data"]["frames"].items()
                 if key in ("sampler", "k", "seed")
             ),
             "data.predict_files=frame/test*.tfrecord",
@@ -177,14 +178,14 @@ def test_a_checkpoint_without_frame_selection_asks_for_k(student, tmp_path):
     _, checkpoint = student
     stored = torch.load(checkpoint, weights_only=True)
     for key in ("sampler", "k"):
-        stored[CHECKPOINT_KEY]["data"][key] = None
+        stored[CHECKPOINT_KEY]["data"]["frames"][key] = None
     bare = tmp_path / "bare.ckpt"
     torch.save(stored, bare)
     with pytest.raises(ValueError, match=r"bare\.ckpt does not record which frames.*k=30"):
         Predictor(bare, device="cpu")
     frames = Predictor(bare, device="cpu", frames={"k": 3}).frames
-    assert frames["sampler"] == "uniform" and frames["k"] == 3
-    assert Predictor(bare, device="cpu", frames={"sampler": "all"}).frames["sampler"] == "all"
+    assert frames.sampler == "uniform" and frames.k == 3
+    assert Predictor(bare, device="cpu", frames={"sampler": "all"}).frames.sampler == "all"
 
 
 def test_a_corrupt_record_mid_stream(student, tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vidistill.data import YT8MDataset, build_sampler, dequantize_batch
+from vidistill.data import FrameSelection, YT8MDataset, dequantize_batch
 from vidistill.localization.scoring import (
     VideoFrames,
     candidate_classes,
@@ -99,13 +99,14 @@ def test_video_frames_are_those_the_data_layer_picks(shards, sampler, k, max_fra
     directory, _ = shards
     files = str(directory / "*.tfrecord")
 
-    def batches(**selection):
-        dataset = YT8MDataset(files, num_classes=10, batch_size=8, seed=3, **selection)
+    def batches(frames):
+        dataset = YT8MDataset(files, num_classes=10, batch_size=8, frames=frames)
         return [dequantize_batch(batch) for batch in dataset]
 
-    picked = batches(sampler=sampler, k=k, max_frames=max_frames)
-    every = batches(sampler="all")
-    view = VideoFrames(build_sampler(sampler, k), max_frames, seed=3)
+    selection = FrameSelection(sampler, k, max_frames, seed=3)
+    picked = batches(selection)
+    every = batches(FrameSelection("all", seed=3))
+    view = VideoFrames(selection)
     for mine, theirs in zip(every, picked, strict=True):
         frames, mask = view(mine["frames"], mine["mask"], mine["ids"])
         assert torch.equal(mask, theirs["mask"])

@@ -177,7 +177,7 @@ def test_bad_distillation_input_fails_before_training(tmp_path):
         ),
         (["model=mix", "distill=online", "T=-1"], ValueError, "T must be >= 0"),
         (
-            ["distill=serial", "distill.losses.pred.distance=l1"],
+            ["distill=serial", "distill.terms.pred.distance=l1"],
             ValueError,
             "one of bernoulli_kl, mse, softmax_kl",
         ),
@@ -222,7 +222,7 @@ def test_resumed_parallel_run_matches_an_uninterrupted_one(tmp_path):
         torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         for run in ("straight", "interrupted")
     ]
-    assert any(key.startswith("objective.losses.rep.projection") for key in weights[0])
+    assert any(key.startswith("objective.terms.rep.projection") for key in weights[0])
     assert any(key.startswith("objective.teacher.") for key in weights[0])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name

@@ -12,7 +12,8 @@ import torch
 from hydra.utils import instantiate
 
 from hydra_helpers import compose_config
-from vidistill.data import read_records
+from vidistill.data import FrameSelection, read_records
+from vidistill.inference import Predictor
 from vidistill.inference.writers import HEADER, KagglePredictionFile
 from vidistill.lit.checkpoints import CHECKPOINT_KEY, load_model
 from vidistill.runs import evaluate, train, write_predictions
@@ -42,9 +43,24 @@ def best(trained) -> str:
 
 def test_checkpoint_describes_its_run(best):
     stored = torch.load(best, weights_only=True)[CHECKPOINT_KEY]
-    assert stored["version"] == 1
+    assert stored["version"] == 2
     assert stored["model"]["backbone"]["num_classes"] == NUM_CLASSES
     assert stored["data"] == {
+        "frames": {"sampler": "random", "k": 5, "max_frames": 300, "seed": 3},
+        "mode": "frame",
+        "num_classes": NUM_CLASSES,
+    }
+    assert FrameSelection.from_dict(stored["data"]["frames"]) == FrameSelection("random", 5, seed=3)
+
+
+def test_checkpoints_written_before_frame_selections_still_load(trained, best, tmp_path):
+    """A version 1 checkpoint (its frame selection flat in ``data``, ``stride`` and all) loads
+    with the same frames: eval.py reproduces the training metrics from it (random frames, so
+    the seed must come through too) and predict.py reads it alike."""
+    root, record = trained
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint[CHECKPOINT_KEY]["version"] = 1
+    checkpoint[CHECKPOINT_KEY]["data"] = {
         "sampler": "random",
         "k": 5,
         "stride": None,
@@ -53,6 +69,17 @@ def test_checkpoint_describes_its_run(best):
         "mode": "frame",
         "num_classes": NUM_CLASSES,
     }
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    _, info = load_model(old)
+    assert info["data"]["mode"] == "frame" and info["data"]["num_classes"] == NUM_CLASSES
+    assert FrameSelection.from_dict(info["data"]["frames"]) == FrameSelection("random", 5, seed=3)
+    metrics = evaluate(compose_config(root, [f"ckpt={old}"], "eval", run="eval_old"))
+    expected = {key: value for key, value in record["metrics"].items() if key.startswith("test/")}
+    assert metrics.keys() == expected.keys() and expected
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+    assert Predictor(old, device="cpu").frames == Predictor(best, device="cpu").frames
 
 
 def test_eval_reproduces_training_metrics(trained, best):
@@ -142,7 +169,7 @@ def _checkpoint_with_weights_of(best: str, path: Path, **model_changes) -> Path:
 
 def test_load_model_rejects_weights_of_another_model(best, tmp_path):
     model, info = load_model(best)
-    assert info["data"]["k"] == 5 and info["epoch"] == 0
+    assert info["data"]["frames"]["k"] == 5 and info["epoch"] == 0
     assert model.hparams.num_classes == NUM_CLASSES
 
     wider = _checkpoint_with_weights_of(best, tmp_path / "wider.ckpt", num_classes=30)
@@ -183,4 +210,4 @@ def test_resume_checks_the_checkpoint_before_fitting(trained, best, tmp_path):
     cfg = compose_config(tmp_path, [*data, *TRAINED_AS, f"ckpt_path={best}"], run="resumed")
     train(cfg)
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert resumed["epoch"] == 1 and resumed[CHECKPOINT_KEY]["data"]["k"] == 5
+    assert resumed["epoch"] == 1 and resumed[CHECKPOINT_KEY]["data"]["frames"]["k"] == 5

@@ -4,6 +4,8 @@
   (importable without torch; ``python -m vidistill.analysis.results``);
 * :mod:`.runs`: finding sweeps, the papers' table layouts, training logs;
 * :mod:`.passes`: trained models over videos (embeddings, mixture members, Figure 3);
+* :mod:`.seeds`: runs over seeds (the committed evidence's sweeps, mean and error bar per arm,
+  teachers, members, curves and the localization ablation, from the runs' records and logs);
 * :mod:`.plots`: the notebooks' figures.
 
 The notebooks import their functions from here (``from vidistill.analysis import embed``);
@@ -58,8 +60,24 @@ _EXPORTS = {
         "joint_tsne",
         "representation_gap",
     ),
+    "seeds": (
+        "SPREADS",
+        "evidence_root",
+        "study_sweeps",
+        "is_ablation_sweep",
+        "spread",
+        "over_seeds",
+        "mean_sd",
+        "seed_table",
+        "recorded_teachers",
+        "moved_directory",
+        "member_scores",
+        "curves_over_seeds",
+        "ablation_table",
+    ),
     "plots": (
         "plot_vs_frames",
+        "plot_arms",
         "plot_flops_vs_metric",
         "plot_vs_temperature",
         "plot_curves",

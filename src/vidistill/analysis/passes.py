@@ -29,8 +29,9 @@ class VideoEmbeddings:
         ids: the N video ids, in reading order (file order, then record order).
         labels: bool [N, C] multi-hot labels.
         logits: float32 [N, C] the model's class scores before the sigmoid.
-        frames: the frame selection the model saw (``sampler``, ``k``, ``stride``,
-            ``max_frames``, ``seed``, ``mode``, ``num_classes``).
+        frames: the frame selection the model saw (``FrameSelection.to_dict()``: ``sampler``,
+            ``k``, ``max_frames``, ``seed``, the sampler's settings) with the checkpoint's
+            ``mode`` and ``num_classes``.
     """
 
     embeddings: np.ndarray
@@ -48,7 +49,7 @@ def run_datamodule(run_dir: str | os.PathLike) -> Any:
     config = dict(read_record(run_dir)["config"]["data"])
     # The teacher's view only matters for training batches; a view that no longer fits the
     # student's frames would only stop the data module from being built.
-    config.update(teacher_sampler=None, teacher_k=None)
+    config["teacher_sampler"] = None
     return instantiate(config, _convert_="all")
 
 
@@ -134,7 +135,8 @@ def embed(
     # Read as predict.py reads: file order, every record, random frames fixed per video id.
     predictor = Predictor(checkpoint, device="cpu", frames={"sampler": sampler, "k": k})
     dataset = predictor.dataset(files, batch_size=batch_size, num_workers=0)
-    data = {**predictor.info["data"], **predictor.frames}
+    stored = {key: value for key, value in predictor.info["data"].items() if key != "frames"}
+    data = {**stored, **predictor.frames.to_dict()}
     project = _rep_projection(checkpoint) if projection else None
     embeddings, logits, labels, ids = [], [], [], []
     with torch.no_grad():
@@ -163,10 +165,12 @@ def _rep_projection(checkpoint: str | os.PathLike) -> Any | None:
 
     from vidistill.lit.checkpoints import read_checkpoint
 
-    prefix = "objective.losses.rep.projection."
+    # Checkpoints written before the terms were named ``terms`` keep them under ``losses.``.
+    prefixes = ("objective.terms.rep.projection.", "objective.losses.rep.projection.")
     state = {
         key[len(prefix) :]: value
         for key, value in read_checkpoint(checkpoint)["state_dict"].items()
+        for prefix in prefixes
         if key.startswith(prefix)
     }
     if not state:

@@ -375,7 +375,7 @@ def _frames_seen(data: dict[str, Any]) -> int:
     """Frames per example: 5-frame segments, one video-level frame, or what the sampler picks
     from a video of ``max_frames`` frames (k for the k-frame samplers)."""
     # Deferred: torch and the data layer load only when FLOPs are asked for.
-    from vidistill.data.samplers import build_sampler
+    from vidistill.data.frames import FrameSelection
     from vidistill.features import SEGMENT_LENGTH
 
     mode = data.get("mode", "frame")
@@ -383,8 +383,7 @@ def _frames_seen(data: dict[str, Any]) -> int:
         return SEGMENT_LENGTH
     if mode == "video":
         return 1
-    sampler = build_sampler(data.get("sampler", "all"), data.get("k"), data.get("stride"))
-    return sampler.output_frames(data["max_frames"])
+    return FrameSelection.from_config(data).frames_per_video
 
 
 @cache

@@ -28,7 +28,7 @@ SAMPLER_LABELS = {
     "first_middle_last": "First-Middle-Last-k",
     "stride": "Stride-k",
 }
-# The student's loss terms (conf/distill/loss/) as the paper writes them, in its order.
+# The student's loss terms (conf/distill/terms/) as the paper writes them, in its order.
 LOSS_LABELS = {"rep": "Lrep", "rep_blocks": "Lrep-blocks", "pred": "Lpred", "ce": "LCE"}
 # The objectives' class names (conf/distill/): matched on the last part of ``_target_``, which
 # may name the class through its package or its module.
@@ -199,14 +199,11 @@ def describe_run(config: dict[str, Any]) -> dict[str, Any]:
     ``max_frames`` for all frames), ``family`` the backbone's class (``MixNeXtVLAD[3]`` for a
     mixture tree of branching [3]), ``temperature`` T of online distillation (else NaN).
     """
-    from vidistill.data.samplers import build_sampler  # torch is imported only when needed
+    from vidistill.data.frames import FrameSelection  # torch is imported only when needed
 
-    data = config.get("data", {})
+    selection = FrameSelection.from_config(config.get("data", {}))
     distill = config.get("distill") or {}
-    sampler = data.get("sampler", "all")
-    frames = build_sampler(sampler, data.get("k"), data.get("stride")).output_frames(
-        data.get("max_frames", 300)
-    )
+    sampler = selection.sampler
     objective = _class_name(distill.get("_target_"))
     temperature = float("nan")
     if objective == _class_name(TEACHER_STUDENT_TARGET):
@@ -226,7 +223,7 @@ def describe_run(config: dict[str, Any]) -> dict[str, Any]:
         "method": method,
         "family": _family(config.get("model", {}).get("backbone") or {}),
         "sampler": sampler,
-        "frames": frames,
+        "frames": selection.frames_per_video,
         "temperature": temperature,
     }
 

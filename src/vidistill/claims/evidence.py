@@ -27,6 +27,7 @@ from vidistill.analysis.results import (
     flops_of,
     paired_interval,
 )
+from vidistill.atomic import atomic_write
 from vidistill.claims.studies import Claim, Study, Sweep
 from vidistill.layout import read_record
 
@@ -129,6 +130,8 @@ def _read_ablations(sweep: Sweep, directory: Path) -> pd.DataFrame:
                     "seed": seed,
                     "variant": variant,
                     "run": run.name,
+                    # ablation.json is written last, once every variant is scored.
+                    "status": "done",
                     **{
                         f"test/{key}": value
                         for key, value in metrics.items()
@@ -198,10 +201,10 @@ def build_evidence(study: Study, directory: str | os.PathLike, quick: bool = Fal
     claims table."""
     directory = Path(directory)
     frame = read_runs(study, directory)
-    runs_table(frame).to_csv(directory / RUNS_FILE, index=False, float_format="%.6g")
+    atomic_write(directory / RUNS_FILE, runs_table(frame).to_csv(index=False, float_format="%.6g"))
     claims = claim_rows(study, frame, quick)
-    claims.to_csv(directory / CLAIMS_FILE, index=False, float_format="%.6g")
-    (directory / CLAIMS_MD).write_text(claims_markdown(study, frame, claims, quick))
+    atomic_write(directory / CLAIMS_FILE, claims.to_csv(index=False, float_format="%.6g"))
+    atomic_write(directory / CLAIMS_MD, claims_markdown(study, frame, claims, quick))
     return claims
 
 
@@ -234,11 +237,23 @@ def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, qui
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
     lines += cost_lines(study, frame)
+    lines += note_lines(study, frame)
     arms = "\n".join(
         f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick
     )
     lines += ["", "Arms compared, in order:", "", arms, ""]
     return "\n".join(lines)
+
+
+def note_lines(study: Study, frame: pd.DataFrame) -> list[str]:
+    """The study's notes, then which commits made its runs (several when a study resumed across
+    commits; ``runs.csv`` has each run's)."""
+    commits = frame["git_commit"].dropna().astype(str).str[:7] if "git_commit" in frame else []
+    counts = pd.Series(commits).value_counts() if len(commits) else pd.Series(dtype=int)
+    made_by = ", ".join(f"{commit} ({n} runs)" for commit, n in counts.items())
+    notes = [*study.notes, f"Runs made at commit(s) {made_by}." if made_by else None]
+    notes = [note for note in notes if note]
+    return ["", "Notes:", "", *(f"- {note}" for note in notes)] if notes else []
 
 
 def _machine() -> str:

@@ -1,8 +1,9 @@
-"""Data layer: TFRecord framing, the YT8M record schemas, frame samplers, streaming datasets,
-batching and datamodules."""
+"""Data layer: TFRecord framing, the YT8M record schemas, frame samplers and the frame selection
+built from them, streaming datasets, batching and datamodules."""
 
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset
+from vidistill.data.frames import FrameSelection
 from vidistill.data.framing import CorruptRecordError, RecordWriter
 from vidistill.data.quantization import dequantize
 from vidistill.data.records import (
@@ -26,6 +27,7 @@ __all__ = [
     "CorruptRecordError",
     "FrameRecord",
     "FrameSampler",
+    "FrameSelection",
     "RecordWriter",
     "SegmentRecord",
     "VideoRecord",

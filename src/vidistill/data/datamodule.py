@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset, check_views
-from vidistill.data.samplers import build_sampler
+from vidistill.data.frames import TEACHER_PREFIX, FrameSelection, config_keys, teacher_view
+from vidistill.data.samplers import setting_names
 
 Files = str | Sequence[str] | None
 
@@ -75,13 +76,18 @@ class YT8MDataModule(pl.LightningDataModule):
             are given they must agree.
         vocabulary: path of a ``vocabulary.csv``.
         mode: ``frame`` | ``segment`` | ``video`` (see :class:`YT8MDataset`).
-        sampler, k, stride: frame selection for every split (``all`` by default).
+        sampler, k, max_frames, seed: frame selection for every split (``all`` by default),
+            with the samplers' own ``settings``; built once into :attr:`frames` (see
+            :meth:`vidistill.data.frames.FrameSelection.from_config`). ``seed`` also seeds
+            shuffling and the loader's workers.
         batch_size: training batch; ``eval_batch_size`` defaults to it.
         dequantize_range: (max, min) quantization range of the official formula.
         teacher_sampler, teacher_k: teacher-student training: training batches also carry the
             teacher's view of the same videos (``teacher_frames``, ``teacher_mask``,
             ``teacher_num_frames``), usually ``all`` frames; evaluation batches carry only the
-            student's view, the model being evaluated.
+            student's view, the model being evaluated. Built once into :attr:`teacher_frames`.
+        settings: the samplers' settings by name, as the data config gives them (``stride``;
+            ``teacher_<setting>`` for the teacher's view); any other name is a TypeError.
 
     Batches arrive at the model as dicts with float32 ``frames`` [B, T, 1152] (dequantized after
     the transfer to the device; padding 0.0), bool ``mask`` [B, T], int ``num_frames`` [B],
@@ -99,7 +105,6 @@ class YT8MDataModule(pl.LightningDataModule):
         mode: str = "frame",
         sampler: str = "all",
         k: int | None = None,
-        stride: int | None = None,
         max_frames: int = 300,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
@@ -113,6 +118,7 @@ class YT8MDataModule(pl.LightningDataModule):
         index_cache: str | None = None,
         teacher_sampler: str | None = None,
         teacher_k: int | None = None,
+        **settings: Any,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -125,11 +131,15 @@ class YT8MDataModule(pl.LightningDataModule):
         self._num_classes = num_classes
         self.datasets: dict[str, YT8MDataset] = {}
         # Frame-selection mistakes surface here, before any file is read.
-        student = build_sampler(sampler, k, stride)
-        if teacher_sampler is not None:
-            check_views(student, build_sampler(teacher_sampler, teacher_k), max_frames)
-        else:
-            student.output_frames(max_frames)
+        self.frames, self.teacher_frames = _frame_views(
+            sampler=sampler,
+            k=k,
+            max_frames=max_frames,
+            seed=seed,
+            teacher_sampler=teacher_sampler,
+            teacher_k=teacher_k,
+            **settings,
+        )
 
     # -- vocabulary ---------------------------------------------------------------------------
 
@@ -189,21 +199,16 @@ class YT8MDataModule(pl.LightningDataModule):
             num_classes=self.num_classes,
             mode=h.mode,
             batch_size=h.batch_size if train else (h.eval_batch_size or h.batch_size),
-            sampler=h.sampler,
-            k=h.k,
-            stride=h.stride,
-            max_frames=h.max_frames,
+            frames=self.frames,
             train=train,
             shuffle_buffer=h.shuffle_buffer,
             shuffle=h.shuffle,
-            seed=h.seed,
             num_workers=h.num_workers,
             rank=trainer.global_rank if trainer is not None else None,
             world_size=trainer.world_size if trainer is not None else None,
             on_corrupt=h.on_corrupt,
             index_cache=h.index_cache,
-            teacher_sampler=h.teacher_sampler if train else None,
-            teacher_k=h.teacher_k,
+            teacher_frames=self.teacher_frames if train else None,
         )
 
     def _loader(self, split: str) -> DataLoader:
@@ -243,6 +248,23 @@ class YT8MDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         high, low = self.hparams.dequantize_range
         return dequantize_batch(batch, high, low)
+
+
+def _frame_views(**data: Any) -> tuple[FrameSelection, FrameSelection | None]:
+    """The student's frame selection and the teacher's view (None without one) from the data
+    module's frame-selection arguments; TypeError for a name no sampler takes."""
+    known = {*config_keys(), *config_keys(TEACHER_PREFIX)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TypeError(
+            f"YT8MDataModule got unexpected arguments {', '.join(unknown)}: no frame sampler "
+            f"takes them (the samplers' settings: {', '.join(setting_names())}, and "
+            f"{TEACHER_PREFIX}<setting> for the teacher's view)"
+        )
+    frames, teacher = FrameSelection.from_config(data), teacher_view(data)
+    if teacher is not None:
+        check_views(frames, teacher)
+    return frames, teacher
 
 
 class SyntheticDataModule(YT8MDataModule):

@@ -31,41 +31,47 @@ from vidistill.data.batching import (
     collate_videos,
     segment_samples,
 )
+from vidistill.data.frames import FrameSelection
 from vidistill.data.framing import CorruptRecordError, iter_payloads
 from vidistill.data.records import SCHEMAS, FrameRecord, RecordDecoder
-from vidistill.data.samplers import AllFrames, FrameSampler, build_sampler, video_rng
+from vidistill.data.samplers import AllFrames, FrameSampler, video_rng
 from vidistill.data.sharding import expand_files, plan_ranges, record_offsets
-from vidistill.features import MAX_FRAMES
 
 log = logging.getLogger(__name__)
 
 ON_CORRUPT = ("raise", "skip")
+# The default frame selection: every frame of a video's first MAX_FRAMES.
+EVERY_FRAME = FrameSelection()
 
 
-def check_views(student: FrameSampler, teacher: FrameSampler, max_frames: int) -> int:
-    """The teacher's frames per video; ValueError if the student could see more frames than the
-    teacher (a student k larger than the teacher's frames)."""
-    student_frames = student.output_frames(max_frames)
-    teacher_frames = teacher.output_frames(max_frames)
+def check_views(student: FrameSelection, teacher: FrameSelection) -> int:
+    """The teacher's frames per video. ValueError if the two views differ in ``max_frames`` or
+    ``seed`` (both pick from one decode of each record) or the student could see more frames
+    than the teacher (a student k larger than the teacher's frames)."""
+    if (student.max_frames, student.seed) != (teacher.max_frames, teacher.seed):
+        raise ValueError(
+            f"the teacher's view ({teacher}) must have the student's max_frames and seed "
+            f"({student})"
+        )
+    student_frames = student.frames_per_video
+    teacher_frames = teacher.frames_per_video
     if student_frames > teacher_frames:
         raise ValueError(
-            f"the student sees up to {student_frames} frames per video ({student!r}) but the "
-            f"teacher only {teacher_frames} ({teacher!r}): the student's k must not exceed the "
-            "teacher's frames"
+            f"the student sees up to {student_frames} frames per video "
+            f"({student.build_sampler()!r}) but the teacher only {teacher_frames} "
+            f"({teacher.build_sampler()!r}): the student's k must not exceed the teacher's frames"
         )
     return teacher_frames
 
 
-def _check_settings(
-    mode: str, on_corrupt: str, num_classes: int, batch_size: int, max_frames: int
-) -> None:
+def _check_settings(mode: str, on_corrupt: str, num_classes: int, batch_size: int) -> None:
     """ValueError for a dataset setting outside its allowed values."""
     if mode not in SCHEMAS:
         raise ValueError(f"unknown data mode {mode!r}; choose one of {', '.join(SCHEMAS)}")
     if on_corrupt not in ON_CORRUPT:
         raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
-    if num_classes <= 0 or batch_size <= 0 or max_frames <= 0:
-        raise ValueError("num_classes, batch_size and max_frames must be positive")
+    if num_classes <= 0 or batch_size <= 0:
+        raise ValueError("num_classes and batch_size must be positive")
 
 
 class YT8MDataset(IterableDataset):
@@ -75,12 +81,12 @@ class YT8MDataset(IterableDataset):
         files: shard paths or glob patterns.
         num_classes: size of the label vocabulary; labels outside it are input errors.
         mode: the files' schema, which decides the samples: ``"frame"`` (videos, frames
-            picked by ``sampler``), ``"segment"`` (2019 rated segments of SEGMENT_LENGTH
+            picked by ``frames``), ``"segment"`` (2019 rated segments of SEGMENT_LENGTH
             frames), or ``"video"`` (video-level mean features).
         batch_size: videos (or segments) per batch.
-        sampler: a :class:`FrameSampler` or its name; ``k``/``stride`` go with a name.
-        max_frames: videos are truncated to their first ``max_frames`` frames (the official
-            reader's MAX_FRAMES by default).
+        frames: which frames of each video a batch holds (every frame of the first
+            ``max_frames``, the official reader's MAX_FRAMES, by default; segment and video
+            modes use only its ``max_frames``). Its ``seed`` also seeds the shuffling.
         train: shuffle file order and samples each epoch, draw random frames per epoch, and
             equalize ranks under DDP. Evaluation is deterministic and reads every record.
         shuffle_buffer: samples held for shuffling in training (0 disables it).
@@ -92,9 +98,10 @@ class YT8MDataset(IterableDataset):
             (file, index, offset, problem) and counts it, and a bad length field skips the
             rest of that file, also logged.
         drop_last: drop each worker's final partial batch.
-        teacher_sampler, teacher_k: in frame mode, also deliver a teacher's view of every video
-            (``teacher_frames``, ``teacher_mask``, ``teacher_num_frames``; ``all`` for every
-            frame), for teacher-student training. Both views come from one decode of the record.
+        teacher_frames: in frame mode, also deliver a teacher's view of every video
+            (``teacher_frames``, ``teacher_mask``, ``teacher_num_frames``), for teacher-student
+            training; it has the same ``max_frames`` and ``seed`` as ``frames``. Both views
+            come from one decode of the record.
         skip_counter: a ``multiprocessing.Value`` every record skipped under ``on_corrupt=skip``
             is added to, in whichever worker process reads it (for a caller's summary).
     """
@@ -105,36 +112,30 @@ class YT8MDataset(IterableDataset):
         num_classes: int,
         mode: str = "frame",
         batch_size: int = 32,
-        sampler: FrameSampler | str = "all",
-        k: int | None = None,
-        stride: int | None = None,
-        max_frames: int = MAX_FRAMES,
+        frames: FrameSelection = EVERY_FRAME,
         train: bool = False,
         shuffle_buffer: int = 1024,
         shuffle: bool = True,
-        seed: int = 0,
         num_workers: int = 0,
         rank: int | None = None,
         world_size: int | None = None,
         on_corrupt: str = "raise",
         drop_last: bool = False,
         index_cache: str | Path | None = None,
-        teacher_sampler: FrameSampler | str | None = None,
-        teacher_k: int | None = None,
+        teacher_frames: FrameSelection | None = None,
         skip_counter: Any = None,
     ):
         super().__init__()
-        _check_settings(mode, on_corrupt, num_classes, batch_size, max_frames)
+        _check_settings(mode, on_corrupt, num_classes, batch_size)
         self.files = expand_files(files)
         self.num_classes = num_classes
         self.mode = mode
         self.batch_size = batch_size
-        self.max_frames = max_frames
-        self._build_samplers(sampler, k, stride, teacher_sampler, teacher_k)
+        self.frames = frames
+        self._build_samplers(teacher_frames)
         self.train = train
         self.shuffle_buffer = shuffle_buffer
         self.shuffle = shuffle
-        self.seed = seed
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
@@ -144,26 +145,17 @@ class YT8MDataset(IterableDataset):
         self._index_files(index_cache)
         self.skip_counter = skip_counter
 
-    def _build_samplers(
-        self,
-        sampler: FrameSampler | str,
-        k: int | None,
-        stride: int | None,
-        teacher_sampler: FrameSampler | str | None,
-        teacher_k: int | None,
-    ) -> None:
+    def _build_samplers(self, teacher_frames: FrameSelection | None) -> None:
         """The student's frame sampler and, for teacher-student training, the teacher's."""
         frame_mode = self.mode == "frame"
-        self.sampler = build_sampler(sampler, k, stride) if frame_mode else AllFrames()
-        self.frames_per_video = self.sampler.output_frames(self.max_frames)
+        self.sampler = self.frames.build_sampler() if frame_mode else AllFrames()
+        self.frames_per_video = self.sampler.output_frames(self.frames.max_frames)
         self.teacher_sampler = None
-        if teacher_sampler is not None:
+        if teacher_frames is not None:
             if not frame_mode:
                 raise ValueError(f"a teacher view needs frame mode, not mode={self.mode!r}")
-            self.teacher_sampler = build_sampler(teacher_sampler, teacher_k)
-            self.teacher_frames_per_video = check_views(
-                self.sampler, self.teacher_sampler, self.max_frames
-            )
+            self.teacher_frames_per_video = check_views(self.frames, teacher_frames)
+            self.teacher_sampler = teacher_frames.build_sampler()
 
     def _index_files(self, index_cache: str | Path | None) -> None:
         """Every file's record offsets and counts, and which files' framing breaks."""
@@ -193,7 +185,7 @@ class YT8MDataset(IterableDataset):
     def _file_order(self) -> list[int]:
         order = list(range(len(self.files)))
         if self.train and self.shuffle:
-            np.random.default_rng([self.seed, self.epoch]).shuffle(order)
+            np.random.default_rng([self.frames.seed, self.epoch]).shuffle(order)
         return order
 
     @property
@@ -250,7 +242,7 @@ class YT8MDataset(IterableDataset):
             samples = _shuffled(
                 samples,
                 self.shuffle_buffer,
-                np.random.default_rng([self.seed, self.epoch, consumer, 1]),
+                np.random.default_rng([self.frames.seed, self.epoch, consumer, 1]),
             )
         pending: list = []
         for sample in samples:
@@ -335,7 +327,7 @@ class YT8MDataset(IterableDataset):
         return views
 
     def _selector(self, sampler: FrameSampler) -> Callable[[int, str], np.ndarray]:
-        max_frames, seed = self.max_frames, self.seed
+        max_frames, seed = self.frames.max_frames, self.frames.seed
         epoch = self.epoch if self.train else None
 
         if not sampler.is_random:

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 import crc32c
 import numpy as np
 
+from vidistill.atomic import publish, temporary_beside
+
 _HEADER = struct.Struct("<QI")  # length, masked CRC of the length
 _FOOTER = struct.Struct("<I")  # masked CRC of the payload
 _CRC_MASK_DELTA = 0xA282EAD8
@@ -141,14 +143,17 @@ def _checked_length(path: str, index: int, offset: int, header: bytes, size: int
 class RecordWriter:
     """Writes framed, checksummed records to a TFRecord file; use as a context manager.
 
-    ``offsets`` lists the byte offset of every record written, the same as :func:`scan_offsets`
-    would find.
+    The records go to a temporary file beside ``path`` that replaces it on :meth:`close` (the
+    context manager's normal exit): a writer that dies or raises midway leaves no shard that
+    looks complete but is not. ``offsets`` lists the byte offset of every record written, the
+    same as :func:`scan_offsets` would find.
     """
 
     def __init__(self, path: str):
         self.path = path
         self.offsets: list[int] = []
-        self._file = open(path, "wb")  # noqa: SIM115 - closed by close() / the context manager
+        self._temporary = temporary_beside(path)
+        self._file = open(self._temporary, "wb")  # noqa: SIM115 - closed by close() / abort()
         self._position = 0
 
     def write(self, payload: bytes) -> None:
@@ -161,10 +166,22 @@ class RecordWriter:
         self._position += _HEADER.size + len(payload) + _FOOTER.size
 
     def close(self) -> None:
-        self._file.close()
+        """Finish the file: it appears at ``path``."""
+        if not self._file.closed:
+            self._file.close()
+            publish(self._temporary, self.path)
+
+    def abort(self) -> None:
+        """Drop what was written: ``path`` keeps its previous content (or stays absent)."""
+        if not self._file.closed:
+            self._file.close()
+            self._temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> RecordWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()

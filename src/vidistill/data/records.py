@@ -190,14 +190,10 @@ class RecordDecoder:
                 f"video {video_id!r} has no 'segment_labels': not a segment-rated record "
                 "(read plain frame-level files with schema='frame')"
             )
-        starts = _int64s(context, "segment_start_times")
-        ends = _int64s(context, "segment_end_times")
+        starts = _values(context, "segment_start_times", video_id)
+        ends = _values(context, "segment_end_times", video_id)
         labels = self._labels(context, "segment_labels", video_id)
-        scores = (
-            np.asarray(context["segment_scores"].float_list.value, dtype=np.float32)
-            if ("segment_scores" in context)
-            else np.zeros(0, np.float32)
-        )
+        scores = _values(context, "segment_scores", video_id, "float_list")
         sizes = {len(starts), len(ends), len(labels), len(scores)}
         if len(sizes) != 1:
             raise InvalidPayloadError(
@@ -224,8 +220,8 @@ class RecordDecoder:
                 f"video {video_id!r} has no 'mean_rgb'/'mean_audio': not a video-level Example "
                 "(frame-level records are read with schema='frame')"
             )
-        mean_rgb = np.asarray(features["mean_rgb"].float_list.value, dtype=np.float32)
-        mean_audio = np.asarray(features["mean_audio"].float_list.value, dtype=np.float32)
+        mean_rgb = _values(features, "mean_rgb", video_id, "float_list")
+        mean_audio = _values(features, "mean_audio", video_id, "float_list")
         for name, values, size in (
             ("mean_rgb", mean_rgb, RGB_SIZE),
             ("mean_audio", mean_audio, AUDIO_SIZE),
@@ -239,7 +235,7 @@ class RecordDecoder:
         )
 
     def _labels(self, features, key: str, video_id: str) -> np.ndarray:
-        labels = _int64s(features, key)
+        labels = _values(features, key, video_id)
         limit = self.num_classes or np.iinfo(np.int64).max
         # Labels are a handful of ints: plain Python beats array operations here.
         bad = [label for label in labels.tolist() if label < 0 or label >= limit]
@@ -257,10 +253,29 @@ def _video_id(features) -> str:
     return features["id"].bytes_list.value[0].decode("utf-8", errors="replace")
 
 
-def _int64s(features, key: str) -> np.ndarray:
+_LIST_DTYPES = {"int64_list": np.int64, "float_list": np.float32}
+
+
+def _values(features, key: str, video_id: str, kind: str = "int64_list") -> np.ndarray:
+    """The values of a context feature of type ``kind`` (``int64_list`` or ``float_list``); an
+    absent feature, or one of no type, holds no values (as TensorFlow reads them). A feature of
+    another type is an error, not an empty list: labels stored as floats must not read as a
+    video without labels."""
+    dtype = _LIST_DTYPES[kind]
     if key not in features:
-        return np.zeros(0, np.int64)
-    return np.array(list(features[key].int64_list.value), dtype=np.int64)
+        return np.zeros(0, dtype)
+    feature = features[key]
+    stored = feature.WhichOneof("kind")
+    if stored is None:
+        return np.zeros(0, dtype)
+    if stored != kind:
+        raise InvalidPayloadError(
+            f"video {video_id!r}: {key!r} is a {stored}, not the {kind} of its schema"
+        )
+    values = getattr(feature, kind).value
+    return (
+        np.array(list(values), dtype=dtype) if kind == "int64_list" else np.asarray(values, dtype)
+    )
 
 
 def _rows(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -271,16 +286,21 @@ def _rows(frames: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def _frame_bytes(frames, indices: np.ndarray, size: int, name: str, video_id: str) -> np.ndarray:
-    """Join the selected frames' bytes into uint8 [len(indices), size], checking every size."""
+    """Join the selected frames' bytes into uint8 [len(indices), size], checking that each holds
+    exactly one bytes value (as TensorFlow's one-string-per-frame parsing does) of ``size``."""
     try:
-        joined = b"".join([frames[i].bytes_list.value[0] for i in indices.tolist()])
+        values = [frames[i].bytes_list.value for i in indices.tolist()]
+        joined = b"".join([value[0] for value in values])
+        # No frame is empty (that raised IndexError), so equal totals mean one value each.
+        one_each = sum(map(len, values)) == len(values)
     except IndexError:
+        one_each = False
+    if not one_each:
         for i in indices.tolist():
             if i >= len(frames) or len(frames[i].bytes_list.value) != 1:
                 raise InvalidPayloadError(
                     f"video {video_id!r}: {name} frame {i} does not hold exactly one bytes value"
-                ) from None
-        raise
+                )
     if len(joined) != len(indices) * size:
         for i in indices.tolist():
             got = len(frames[i].bytes_list.value[0])

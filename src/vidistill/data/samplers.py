@@ -17,27 +17,58 @@ Conventions, over the video's true length (not the padded axis the fewer-frames 
   ``k`` not divisible by 3 goes to the middle region.
 
 A video shorter than ``k`` frames yields all of its ``n`` frames (no repetition); the batch mask
-marks only those as valid.
+marks only those.
+
+A new sampler is one subclass of :class:`FrameSampler` that sets its own ``name``: defining it
+registers it in :data:`SAMPLERS`, and the names in its ``settings`` become data config keys of the
+same name (``StrideSampler``: ``data.stride``), which :class:`vidistill.data.frames.FrameSelection`
+hands to its constructor.
 """
 
 from __future__ import annotations
 
 import zlib
+from typing import Any, ClassVar
 
 import numpy as np
 
+# Every sampler by name, in definition order; filled by FrameSampler.__init_subclass__.
+SAMPLERS: dict[str, type[FrameSampler]] = {}
+
+# Keys a FrameSelection has besides the sampler's settings: a setting cannot take their names.
+RESERVED_KEYS = ("sampler", "k", "max_frames", "seed")
+
+
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an int (numpy's included), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
 
 class FrameSampler:
-    """Base class. ``k`` is the frame budget (``None`` = all frames)."""
+    """Base class. ``k`` is the frame budget (``None`` = all frames).
 
-    name = "all"
-    needs_k = False
-    is_random = False
+    Class attributes a subclass sets: ``name`` (registers it), ``settings`` (its constructor's
+    keyword arguments beyond ``k``: it is built as ``cls(k, **settings)``), ``uses_k`` (False:
+    it has no frame budget and is built as ``cls(**settings)``), ``needs_k`` (``k`` is
+    required), ``is_random`` (it draws from the ``rng`` it is called with).
+    """
+
+    name: ClassVar[str] = "all"
+    settings: ClassVar[tuple[str, ...]] = ()
+    uses_k: ClassVar[bool] = True
+    needs_k: ClassVar[bool] = False
+    is_random: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        # A subclass without a name of its own is a base for others, not a sampler.
+        if "name" in cls.__dict__:
+            _register(cls)
 
     def __init__(self, k: int | None = None):
         if self.needs_k and k is None:
             raise ValueError(f"sampler {self.name!r} needs k (the number of frames to keep)")
-        if k is not None and (not isinstance(k, int | np.integer) or isinstance(k, bool) or k <= 0):
+        if k is not None and (not is_integer(k) or k <= 0):
             raise ValueError(f"k must be a positive integer, got {k!r}")
         self.k = None if k is None else int(k)
 
@@ -65,8 +96,21 @@ class FrameSampler:
         return f"{type(self).__name__}(k={self.k})"
 
 
+def _register(cls: type[FrameSampler]) -> None:
+    taken = SAMPLERS.get(cls.name)
+    if taken is not None:
+        raise ValueError(f"frame sampler name {cls.name!r} is taken by {taken.__qualname__}")
+    reserved = sorted(set(cls.settings) & set(RESERVED_KEYS))
+    if reserved:
+        raise ValueError(
+            f"frame sampler {cls.name!r}: {', '.join(reserved)} cannot be a setting's name"
+        )
+    SAMPLERS[cls.name] = cls
+
+
 class AllFrames(FrameSampler):
     name = "all"
+    uses_k = False
 
 
 class UniformSampler(FrameSampler):
@@ -81,11 +125,12 @@ class StrideSampler(FrameSampler):
     """Every ``stride``-th frame from frame 0, at most ``k`` of them when ``k`` is given."""
 
     name = "stride"
+    settings = ("stride",)
 
     def __init__(self, k: int | None = None, stride: int | None = None):
         super().__init__(k)
-        if stride is None or isinstance(stride, bool) or int(stride) <= 0:
-            raise ValueError(f"sampler 'stride' needs a positive stride, got {stride!r}")
+        if not is_integer(stride) or stride <= 0:
+            raise ValueError(f"sampler 'stride' needs a positive integer stride, got {stride!r}")
         self.stride = int(stride)
 
     def output_frames(self, max_frames: int) -> int:
@@ -151,32 +196,29 @@ class FirstMiddleLastSampler(FrameSampler):
         ).astype(np.int64)
 
 
-SAMPLERS: dict[str, type[FrameSampler]] = {
-    cls.name: cls
-    for cls in (
-        AllFrames,
-        UniformSampler,
-        StrideSampler,
-        RandomSampler,
-        FirstSampler,
-        MiddleSampler,
-        LastSampler,
-        FirstMiddleLastSampler,
-    )
-}
-
-
-def build_sampler(name: str, k: int | None = None, stride: int | None = None) -> FrameSampler:
-    """Construct a sampler by name; ``k`` is ignored by ``all``."""
-    if isinstance(name, FrameSampler):
-        return name
-    if name not in SAMPLERS:
+def sampler_class(name: str) -> type[FrameSampler]:
+    """The sampler registered as ``name``; ValueError listing the known ones."""
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"unknown frame sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-    if name == "all":
-        return AllFrames()
-    if name == "stride":
-        return StrideSampler(k, stride)
-    return SAMPLERS[name](k)
+    return SAMPLERS[name]
+
+
+def build_sampler(name: str, k: int | None = None, **settings: Any) -> FrameSampler:
+    """Construct a sampler by name; ``k`` is ignored by a sampler without a frame budget
+    (``all``), ``settings`` are its own (``stride=j``)."""
+    cls = sampler_class(name)
+    foreign = sorted(set(settings) - set(cls.settings))
+    if foreign:
+        raise ValueError(
+            f"sampler {name!r} takes no setting {', '.join(map(repr, foreign))} "
+            f"(its settings: {', '.join(cls.settings) or 'none'})"
+        )
+    return cls(k, **settings) if cls.uses_k else cls(**settings)
+
+
+def setting_names() -> tuple[str, ...]:
+    """The settings of every registered sampler, each once (``stride``, ...)."""
+    return tuple(dict.fromkeys(name for cls in SAMPLERS.values() for name in cls.settings))
 
 
 def video_rng(seed: int, video_id: str, epoch: int | None = None) -> np.random.Generator:

@@ -89,7 +89,11 @@ def split_sequence_example(payload: bytes) -> tuple[bytes, dict[str, tuple[int, 
             entries = _length_delimited_fields(payload, start, end)
             if entries is None:
                 return None
-            for _, entry_start, entry_end in entries:
+            for number, entry_start, entry_end in entries:
+                # Map entries are field 1; protobuf skips any other field number as unknown, so
+                # that is no feature list (the protobuf path says which one is missing).
+                if number != 1:
+                    return None
                 parts = _length_delimited_fields(payload, entry_start, entry_end)
                 if parts is None or [f for f, _, _ in parts] != [1, 2]:
                     return None

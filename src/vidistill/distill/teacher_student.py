@@ -12,7 +12,7 @@ The student is trained on a weighted sum of named loss terms, each a small modul
   predicted probabilities.
 * ``ce`` (:class:`ClassificationLoss`): L_CE, BCE with the labels.
 
-A new term is one class here (or anywhere) plus one file in ``conf/distill/loss/``.
+A new term is one class here (or anywhere) plus one file in ``conf/distill/terms/``.
 
 Serial mode: the teacher was trained before (a checkpoint) and is a :class:`FrozenTeacher`.
 Parallel mode: the teacher is trained in the same steps by its own L_CE (``teacher/ce``); the
@@ -208,6 +208,13 @@ def _keep_own_entries(module: FrozenTeacher, state_dict: dict, prefix: str, *arg
         state_dict.setdefault(key, value)
 
 
+def _rename_legacy_terms(state_dict: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the terms were named ``terms`` keep them under ``losses.``."""
+    legacy = f"{prefix}losses."
+    for key in [key for key in state_dict if key.startswith(legacy)]:
+        state_dict[f"{prefix}terms.{key[len(legacy) :]}"] = state_dict.pop(key)
+
+
 # --------------------------------------------------------------------------------------------
 # The strategy
 # --------------------------------------------------------------------------------------------
@@ -219,9 +226,10 @@ class TeacherStudentDistillation(nn.Module):
 
     Args:
         teacher: the teacher backbone (trained, for serial mode).
-        losses: the available terms by name (``rep``, ``rep_blocks``, ``pred``, ``ce``).
-        weights: weight of each term; terms with weight 0 (or absent) are not computed. A name
-            that is not in ``losses`` is an error. :class:`vidistill.lit.callbacks.LossWeightSchedule`
+        terms: the available loss terms by name (``rep``, ``rep_blocks``, ``pred``, ``ce``;
+            ``distill.terms``, conf/distill/terms/).
+        weights: weight of each term (``distill.weights``, conf/distill/weights/); terms with
+            weight 0 (or absent) are not computed. A name that is not in ``terms`` is an error. :class:`vidistill.lit.callbacks.LossWeightSchedule`
             changes them between epochs (the two-stage variant).
         parallel: train the teacher in the same steps with its own L_CE instead of freezing it.
         classifier: ``separate`` (each its own, as in the authors' code) or ``shared`` (as in
@@ -235,7 +243,7 @@ class TeacherStudentDistillation(nn.Module):
     def __init__(
         self,
         teacher: Backbone | None,
-        losses: Mapping[str, DistillationTerm],
+        terms: Mapping[str, DistillationTerm],
         weights: Mapping[str, float],
         parallel: bool = False,
         classifier: str = "separate",
@@ -253,8 +261,9 @@ class TeacherStudentDistillation(nn.Module):
             )
         self.parallel, self.classifier = parallel, classifier
         self.teacher = teacher if parallel else FrozenTeacher(teacher)
-        self.losses = nn.ModuleDict(dict(losses))
+        self.terms = nn.ModuleDict(dict(terms))
         self.weights = weights
+        self._register_load_state_dict_pre_hook(_rename_legacy_terms)
 
     @property
     def teacher_backbone(self) -> Backbone:
@@ -266,11 +275,11 @@ class TeacherStudentDistillation(nn.Module):
 
     @weights.setter
     def weights(self, weights: Mapping[str, float]) -> None:
-        unknown = sorted(set(weights) - set(self.losses))
+        unknown = sorted(set(weights) - set(self.terms))
         if unknown:
             raise ValueError(
                 f"unknown loss term(s) {', '.join(unknown)} in the distillation weights; the "
-                f"terms are: {', '.join(self.losses)}"
+                f"terms are: {', '.join(self.terms)}"
             )
         negative = {name: w for name, w in weights.items() if w < 0}
         if negative:
@@ -288,7 +297,7 @@ class TeacherStudentDistillation(nn.Module):
                 student.classifier = teacher.classifier
             else:
                 student.classifier.load_state_dict(teacher.classifier.state_dict())
-        for term in self.losses.values():
+        for term in self.terms.values():
             term.attach(student, teacher)
 
     def initialize_output_bias(self, student: Backbone, log_odds: torch.Tensor) -> None:
@@ -318,7 +327,7 @@ class TeacherStudentDistillation(nn.Module):
             teacher = _detached(teacher)
         for name, weight in self._weights.items():
             if weight:
-                terms[name] = weight * self.losses[name](output, teacher, batch)
+                terms[name] = weight * self.terms[name](output, teacher, batch)
         return terms
 
 

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidistill.atomic import atomic_path, atomic_write
+from vidistill.data.frames import FrameSelection
 from vidistill.data.quantization import dequantize_coefficients
-from vidistill.features import FEATURE_SIZE, MAX_FRAMES
+from vidistill.features import FEATURE_SIZE
 from vidistill.lit.checkpoints import load_model
 from vidistill.models.mixture import member_path, subtree
 
@@ -73,9 +75,9 @@ def export(
     check's numbers, the frames the model expects, input and output names); returns that
     record.
 
-    ``frames`` is the T of the example inputs (default: the checkpoint's k, else its
-    max_frames); the check also runs other batch sizes and frame counts, so a graph that kept
-    an example's shape fails it. Existing files are refused unless ``overwrite``; ValueError if
+    ``frames`` is the T of the example inputs (default: the most frames the checkpoint's frame
+    selection gives a video: its k, or max_frames for all frames); the check also runs other
+    batch sizes and frame counts, so a graph that kept an example's shape fails it. Existing files are refused unless ``overwrite``; ValueError if
     an exported model differs from PyTorch by more than ``TOLERANCE``.
     """
     targets = _targets(output, formats, overwrite)
@@ -83,8 +85,8 @@ def export(
     backbone = subtree(model.backbone, member)
     member = member_path(member) or None
     wrapped = QuantizedInputModel(backbone).eval()
-    data = info["data"]
-    length = frames or data.get("k") or data.get("max_frames") or MAX_FRAMES
+    selection = FrameSelection.from_dict(info["data"]["frames"])
+    length = frames or selection.frames_per_video
     fixed = any(getattr(module, "export_fixed_frames", False) for module in backbone.modules())
     example = example_inputs(2, length)
     checks = [example, example_inputs(5, length)]
@@ -93,8 +95,8 @@ def export(
     record: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "member": list(member) if member else None,
-        "frames": {key: data.get(key) for key in ("sampler", "k", "stride", "max_frames")},
-        "num_classes": data.get("num_classes"),
+        "frames": selection.to_dict(),
+        "num_classes": info["data"].get("num_classes"),
         "inputs": {"frames": "uint8 [B, T, 1152]", "mask": "bool [B, T]"},
         # An unrolled recurrence (H-RNN) keeps the example's T: pad or cut inputs to it.
         "fixed_frames": length if fixed else None,
@@ -104,7 +106,7 @@ def export(
             for name, path in targets.items()
         },
     }
-    Path(f"{output}.json").write_text(json.dumps(record, indent=2))
+    atomic_write(f"{output}.json", json.dumps(record, indent=2))
     return record
 
 
@@ -167,7 +169,8 @@ def _export_torchscript(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(model, example, check_trace=False)
-    traced.save(str(path))
+    with atomic_path(path) as temporary:
+        traced.save(str(temporary))
     loaded = torch.jit.load(str(path))
     return lambda frames, mask: loaded(frames, mask)
 
@@ -181,12 +184,12 @@ def _export_onnx(model: nn.Module, example: tuple, path: Path, opset: int, fixed
         ) from None
     axes = {0: "batch"} if fixed_frames else {0: "batch", 1: "time"}
     dynamic = {"frames": axes, "mask": axes}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path) as temporary:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             example,
-            str(path),
+            str(temporary),
             input_names=["frames", "mask"],
             output_names=["probabilities"],
             dynamic_axes={**dynamic, "probabilities": {0: "batch"}},

@@ -18,18 +18,20 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from vidistill.atomic import atomic_write
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset
+from vidistill.data.frames import FrameSelection, config_keys
+from vidistill.data.samplers import setting_names
 from vidistill.devices import resolve_device
 from vidistill.inference.writers import open_prediction_file
-from vidistill.lit.checkpoints import FRAME_SELECTION_KEYS, load_model
+from vidistill.lit.checkpoints import load_model
 from vidistill.models.mixture import member_path, subtree
 
 log = logging.getLogger(__name__)
@@ -55,11 +57,13 @@ class Predictor:
         member: a path in a mixture tree (``[0]``: the root's first member, see
             :func:`vidistill.models.mixture.subtree`) to predict with that member alone.
         device: where the model runs (``"auto"``: CUDA when available).
-        frames: frame-selection settings (``sampler``, ``k``, ``stride``, ``max_frames``,
-            ``seed``) that replace the checkpoint's; None values keep them.
+        frames: frame-selection keys named as in a data config (``sampler``, ``k``,
+            ``max_frames``, ``seed``, ``stride``, ...; others are ignored) that replace the
+            checkpoint's; None values keep them (see :func:`frame_selection`).
 
     ``model`` is the whole LightningModule, ``info`` the checkpoint's stored run config (see
-    :func:`vidistill.lit.checkpoints.load_model`), ``backbone`` what predicts.
+    :func:`vidistill.lit.checkpoints.load_model`), ``backbone`` what predicts, ``frames`` the
+    :class:`FrameSelection` videos are read with.
     """
 
     def __init__(
@@ -79,7 +83,7 @@ class Predictor:
         self.backbone.to(self.device).eval()
         self.num_classes = info["data"]["num_classes"]
         self.mode = info["data"].get("mode", "frame")
-        self.frames = frame_selection(self.checkpoint, info["data"], frames or {})
+        self.frames = frame_selection(self.checkpoint, info["data"]["frames"], frames or {})
 
     @torch.inference_mode()
     def probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -103,7 +107,7 @@ class Predictor:
             num_workers=num_workers,
             on_corrupt=on_corrupt,
             skip_counter=skip_counter,
-            **self.frames,
+            frames=self.frames,
         )
 
     def stream(
@@ -135,22 +139,26 @@ class Predictor:
 
 def frame_selection(
     checkpoint: str, stored: Mapping[str, Any], overrides: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The frame-selection settings to read videos with: ``overrides`` where given (not None),
-    else the checkpoint's; a ``k`` without a sampler means Uniform-k (the students' frames).
-    ValueError naming the checkpoint when nothing says which frames the model sees."""
-    chosen = {
-        key: overrides[key] if overrides.get(key) is not None else stored.get(key)
-        for key in FRAME_SELECTION_KEYS
-    }
-    if chosen["sampler"] is None and chosen["k"] is not None:
+) -> FrameSelection:
+    """The frames to read videos with: the checkpoint's (``stored``, its
+    ``FrameSelection.to_dict()``) with the frame-selection keys of ``overrides`` (a data
+    config) that are not None. Overriding the sampler drops the stored one's settings; a ``k``
+    without a sampler means Uniform-k (the students' frames). ValueError naming the checkpoint
+    when nothing says which frames the model sees."""
+    given = {key: overrides[key] for key in config_keys() if overrides.get(key) is not None}
+    chosen = dict(stored)
+    if given.get("sampler", chosen.get("sampler")) != chosen.get("sampler"):
+        # Settings belong to the sampler they were given for.
+        chosen = {key: value for key, value in chosen.items() if key not in setting_names()}
+    chosen.update(given)
+    if chosen.get("sampler") is None and chosen.get("k") is not None:
         chosen["sampler"] = "uniform"
-    if chosen["sampler"] is None:
+    if chosen.get("sampler") is None:
         raise ValueError(
             f"{checkpoint} does not record which frames its model was trained on; pass k "
             "(Uniform-k), e.g. k=30, or a sampler: data.sampler=all for every frame"
         )
-    return {key: value for key, value in chosen.items() if value is not None}
+    return FrameSelection.from_dict(chosen)
 
 
 def predict_to_file(
@@ -189,10 +197,10 @@ def predict_to_file(
         "videos_per_second": predictions.rows / seconds if seconds > 0 else None,
         "checkpoint": predictor.checkpoint,
         "member": predictor.member,
-        "frames": predictor.frames,
+        "frames": predictor.frames.to_dict(),
         "files": dataset.files,
     }
-    Path(f"{output}{SUMMARY_SUFFIX}").write_text(json.dumps(summary, indent=2))
+    atomic_write(f"{output}{SUMMARY_SUFFIX}", json.dumps(summary, indent=2))
     log.info(
         "%d videos predicted in %.1f s (%.0f videos/s), %d corrupt records skipped -> %s",
         summary["videos"],

@@ -1,7 +1,9 @@
 """Self-describing checkpoints: the model and frame-selection config travel inside every file.
 
 ``train()`` adds :class:`RunConfigInCheckpoint` to the trainer's callbacks, so each checkpoint
-Lightning writes carries ``checkpoint["vidistill"] = {"model": ..., "data": ..., "version": 1}``.
+Lightning writes carries ``checkpoint["vidistill"] = {"model": ..., "data": ..., "version": 2}``,
+``data`` being ``{"frames": FrameSelection.to_dict(), "mode": ..., "num_classes": ...}``
+(version 1 entries, whose frame-selection keys sat flat in ``data``, are read in this layout).
 :func:`load_model` rebuilds the model from that entry alone (no training config needed), and
 :func:`check_resume_compatible` refuses to resume a run from a checkpoint of another architecture
 before any training starts.
@@ -16,12 +18,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-CHECKPOINT_KEY = "vidistill"
-FORMAT_VERSION = 1
+from vidistill.data.frames import FrameSelection
 
-# How the data module picked frames for the model, beyond the data files themselves. ``seed``
-# belongs here because the random sampler's evaluation frames are fixed by (seed, video id).
-FRAME_SELECTION_KEYS = ("sampler", "k", "stride", "max_frames", "seed")
+CHECKPOINT_KEY = "vidistill"
+FORMAT_VERSION = 2
+# Version 1 kept the frame selection's keys flat in ``data``; read as version 2.
+READ_VERSIONS = (1, FORMAT_VERSION)
+# The keys of a version 1 ``data`` entry that are not the frame selection's.
+_DATA_KEYS = ("mode", "num_classes")
 
 # Keys listed per category in a mismatch error; the rest are counted.
 _SHOWN_KEYS = 5
@@ -36,7 +40,10 @@ class RunConfigInCheckpoint(pl.Callback):
 
     Args:
         model_config: the resolved ``cfg.model`` as plain containers (``_target_`` and all).
-        data_config: ``FRAME_SELECTION_KEYS`` plus ``mode`` and ``num_classes``.
+        frames: the frames the model sees (``seed`` included: the random sampler's evaluation
+            frames are fixed by (seed, video id)).
+        mode: the data's mode (``frame``, ``segment``, ``video``).
+        num_classes: the label vocabulary's size.
         overrides: the Hydra job's command-line overrides (None outside Hydra), so that
             resuming a run directory can tell whether it still holds the same job.
     """
@@ -44,11 +51,13 @@ class RunConfigInCheckpoint(pl.Callback):
     def __init__(
         self,
         model_config: dict[str, Any],
-        data_config: dict[str, Any],
+        frames: FrameSelection,
+        mode: str,
+        num_classes: int,
         overrides: list[str] | None = None,
     ):
         self.model_config = model_config
-        self.data_config = data_config
+        self.data_config = {"frames": frames.to_dict(), "mode": mode, "num_classes": num_classes}
         self.overrides = overrides
 
     def on_save_checkpoint(
@@ -73,18 +82,24 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
 
 
 def run_config(checkpoint: dict[str, Any], path: str | os.PathLike) -> dict[str, Any]:
-    """The ``vidistill`` entry of a checkpoint read from ``path`` (ValueError if absent)."""
+    """The ``vidistill`` entry of a checkpoint read from ``path`` (ValueError if absent), in
+    the layout of ``FORMAT_VERSION`` whatever version wrote it."""
     entry = checkpoint.get(CHECKPOINT_KEY)
     if entry is None:
         raise ValueError(
             f"{path}: the checkpoint has no '{CHECKPOINT_KEY}' entry (the model config), so the "
             "model cannot be rebuilt from it; it was not written by vidistill's train()"
         )
-    if entry.get("version") != FORMAT_VERSION:
+    if entry.get("version") not in READ_VERSIONS:
         raise ValueError(
             f"{path}: '{CHECKPOINT_KEY}' entry version {entry.get('version')!r}, this vidistill "
-            f"reads version {FORMAT_VERSION}"
+            f"reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
+    if entry["version"] == 1:
+        data = entry.get("data") or {}
+        frames = {key: value for key, value in data.items() if key not in _DATA_KEYS}
+        rest = {key: data[key] for key in _DATA_KEYS if key in data}
+        entry = {**entry, "data": {**rest, "frames": frames}, "version": FORMAT_VERSION}
     return entry
 
 
@@ -94,7 +109,8 @@ def load_model(
     """Rebuild the model a checkpoint was trained as and load its weights strictly.
 
     Returns the model (in eval mode) and the checkpoint's ``vidistill`` entry (``model``,
-    ``data``, ``version``) with the checkpoint's ``epoch`` and ``global_step`` added. The
+    ``data``, ``version``; ``FrameSelection.from_dict(info["data"]["frames"])`` the frames the
+    model saw) with the checkpoint's ``epoch`` and ``global_step`` added. The
     training objective's state (a distillation teacher, projections) and the model-parallel
     placement are left out.
     Raises ValueError naming the file if the checkpoint has no stored config or its weights do

@@ -32,6 +32,7 @@ from typing import Any
 from hydra import compose
 from omegaconf import DictConfig, open_dict
 
+from vidistill.atomic import atomic_write
 from vidistill.layout import METRICS_FILE
 from vidistill.localization import pipeline
 from vidistill.runs import build, train_run
@@ -68,7 +69,7 @@ def run(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         name: _localized(cfg, out / "localize" / name, *variant)
         for name, variant in variants.items()
     }
-    (out / ABLATION_FILE).write_text(json.dumps(table, indent=2))
+    atomic_write(out / ABLATION_FILE, json.dumps(table, indent=2))
     print(format_table(table))
     return table
 

@@ -22,7 +22,6 @@ video probability are taken in class index order.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -36,9 +35,10 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from vidistill.data.frames import FrameSelection
 from vidistill.devices import resolve_device
 from vidistill.inference.writers import check_output
-from vidistill.layout import METRICS_FILE
+from vidistill.layout import write_record
 from vidistill.lit.checkpoints import load_model
 from vidistill.localization.ranking import ClassTopK, SegmentKeys, offer
 from vidistill.localization.scoring import (
@@ -294,7 +294,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     video_model, video_info, segment_model = _models(cfg, settings)
     num_classes = video_info["data"]["num_classes"]
-    datamodule = _datamodule(cfg, video_info)
+    video_frames = FrameSelection.from_dict(video_info["data"]["frames"])
+    datamodule = _datamodule(cfg, video_frames, num_classes)
     files = datamodule.datasets["predict"].files
     whitelist = read_whitelist(_whitelist_path(cfg, datamodule), num_classes)
     ratings = _ratings(cfg, files, num_classes)
@@ -308,7 +309,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         segment_model,
         whitelist,
         settings,
-        VideoFrames.from_checkpoint(video_info["data"]),
+        VideoFrames(video_frames),
         positive_pairs(ratings) if ratings is not None else None,
     )
     write_submission_csv(output, result.submission, overwrite=cfg.overwrite)
@@ -362,19 +363,20 @@ def _load(path: str, name: str) -> tuple[nn.Module, dict[str, Any]]:
     return model, info
 
 
-def _datamodule(cfg: DictConfig, video_info: Mapping[str, Any]) -> pl.LightningDataModule:
+def _datamodule(
+    cfg: DictConfig, video_frames: FrameSelection, num_classes: int
+) -> pl.LightningDataModule:
     """The input files as all-frames batches, truncated to ``data.max_frames`` (null: the video
-    model's), checked against the video model's vocabulary size."""
-    stored = video_info["data"]
+    model's), checked against the video model's vocabulary size (``num_classes``)."""
     with open_dict(cfg):
         cfg.data.mode = "frame"
         cfg.data.sampler = "all"
         if cfg.data.get("max_frames") is None:
-            cfg.data.max_frames = stored["max_frames"]
+            cfg.data.max_frames = video_frames.max_frames
     datamodule = build_datamodule(cfg)
-    if cfg.num_classes != stored["num_classes"]:
+    if cfg.num_classes != num_classes:
         raise ValueError(
-            f"video_ckpt={cfg.video_ckpt} predicts {stored['num_classes']} classes but the "
+            f"video_ckpt={cfg.video_ckpt} predicts {num_classes} classes but the "
             f"data's vocabulary has {cfg.num_classes}"
         )
     datamodule.setup("predict")
@@ -432,6 +434,5 @@ def _write_record(
         "files": files,
         "config": config_record(cfg),
     }
-    path = Path(cfg.paths.output_dir) / METRICS_FILE
-    path.write_text(json.dumps(record, indent=2))
+    path = write_record(cfg.paths.output_dir, record)
     log.info("metrics written to %s", path)

@@ -1,7 +1,7 @@
 """Phases 1-3 of the localization pipeline on one batch: candidates, segments and their scores.
 
 Which frames each model sees: the data are read once, all frames of every video. The video
-model's own frame selection (``sampler``, ``k``, ``stride``, ``max_frames``, ``seed`` stored in its
+model's own frame selection (the :class:`~vidistill.data.frames.FrameSelection` stored in its
 checkpoint) is applied to those frames here (:class:`VideoFrames`), giving exactly the frames its
 evaluation would give, so a k-frame student sees its k frames. The segment model sees each
 5-frame segment alone (:func:`segments_of`): frames ``[0, 5), [5, 10), ...``; the last segment of
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from vidistill.data.samplers import AllFrames, FrameSampler, build_sampler, video_rng
+from vidistill.data.frames import FrameSelection
+from vidistill.data.samplers import AllFrames, video_rng
 from vidistill.features import SEGMENT_LENGTH
 from vidistill.metrics.segment_ids import video_of
 
@@ -45,34 +45,27 @@ __all__ = [
 class VideoFrames:
     """The frames the video-level model was trained on, picked from all-frames batches.
 
-    Applies the checkpoint's frame selection exactly as the data layer does at evaluation: the
-    sampler over ``min(n, max_frames)`` frames, random samplers seeded by (seed, video id), and
-    the selection padded to the sampler's fixed width.
+    Applies the checkpoint's frame ``selection`` exactly as the data layer does at evaluation:
+    the sampler over ``min(n, max_frames)`` frames, random samplers seeded by (seed, video id),
+    and the selection padded to its fixed width (``frames_per_video``).
     """
 
-    sampler: FrameSampler
-    max_frames: int
-    seed: int
-
-    @classmethod
-    def from_checkpoint(cls, data: Mapping[str, Any]) -> VideoFrames:
-        """From a checkpoint's ``info["data"]`` (see :func:`vidistill.lit.checkpoints.load_model`)."""
-        sampler = build_sampler(data["sampler"], data.get("k"), data.get("stride"))
-        return cls(sampler, int(data["max_frames"]), int(data["seed"]))
+    selection: FrameSelection
 
     def __call__(
         self, frames: torch.Tensor, mask: torch.Tensor, ids: Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """frames [B, T, D], mask [B, T] (valid first) -> the model's view [B, W, D], [B, W]."""
-        width = self.sampler.output_frames(self.max_frames)
-        if isinstance(self.sampler, AllFrames) and frames.shape[1] == width:
+        sampler, max_frames = self.selection.build_sampler(), self.selection.max_frames
+        width = sampler.output_frames(max_frames)
+        if isinstance(sampler, AllFrames) and frames.shape[1] == width:
             return frames, mask  # every frame, already padded to the model's width
         batch = frames.shape[0]
         index = torch.zeros(batch, width, dtype=torch.long)
         valid = torch.zeros(batch, width, dtype=torch.bool)
         for row, (n, video_id) in enumerate(zip(mask.sum(1).tolist(), ids, strict=True)):
-            rng = video_rng(self.seed, video_id) if self.sampler.is_random else None
-            picks = torch.from_numpy(self.sampler(min(n, self.max_frames), rng))
+            rng = video_rng(self.selection.seed, video_id) if sampler.is_random else None
+            picks = torch.from_numpy(sampler(min(n, max_frames), rng))
             index[row, : len(picks)] = picks
             valid[row, : len(picks)] = True
         index, valid = index.to(frames.device), valid.to(frames.device)

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from vidistill.data.frames import teacher_view
 from vidistill.lit.checkpoints import load_backbone, load_backbone_weights
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def build_objective(cfg: DictConfig) -> Any:
         )
     except ValueError as error:
         raise ValueError(f"distill.teacher.checkpoint: {error}") from None
-    _warn_on_teacher_frames(spec.checkpoint, trained["data"].get("sampler"), cfg)
+    _warn_on_teacher_frames(spec.checkpoint, trained["data"]["frames"].get("sampler"), cfg)
     return build(cfg.distill, teacher=teacher)
 
 
@@ -140,7 +141,8 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _warn_on_teacher_frames(checkpoint: str, trained_sampler: str | None, cfg: DictConfig) -> None:
-    wanted = cfg.data.get("teacher_sampler")
+    view = teacher_view(cfg.data)
+    wanted = view.sampler if view is not None else None
     if trained_sampler != wanted:
         log.warning(
             "the teacher %s was trained on sampler=%s frames but sees data.teacher_sampler=%s "

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, open_dict
 
+from vidistill.data.frames import FrameSelection
 from vidistill.inference import Predictor, predict_to_file
+from vidistill.inference.predictor import frame_selection
 from vidistill.inference.writers import check_output
 from vidistill.layout import PREDICTIONS_FILE
-from vidistill.lit.checkpoints import FRAME_SELECTION_KEYS, load_model
+from vidistill.lit.checkpoints import load_model
 from vidistill.models.mixture import subtree
 from vidistill.runs.builders import build_datamodule, build_trainer, config_record
 from vidistill.runs.training import first_results, format_metrics, write_run_record
@@ -24,14 +25,16 @@ SUMMARY_SHOWN = ("videos", "skipped_records", "seconds", "videos_per_second")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Metrics of the checkpoint ``cfg.ckpt`` on ``cfg.split`` of ``cfg.data``.
 
-    The model is rebuilt from the checkpoint; frame-selection settings left null in ``cfg.data``
-    are the checkpoint's. ``cfg.split`` is ``val`` or ``test`` (null: test when the data has
-    test files, else val); ``cfg.member`` picks one member of a mixture tree to evaluate alone.
+    The model is rebuilt from the checkpoint; frame-selection keys left null in ``cfg.data`` are
+    the checkpoint's (see :func:`vidistill.inference.predictor.frame_selection`). ``cfg.split``
+    is ``val`` or ``test`` (null: test when the data has test files, else val); ``cfg.member``
+    picks one member of a mixture tree to evaluate alone.
     Writes ``metrics.json`` to the run directory and returns the metrics.
     """
     model, info = load_model(cfg.ckpt)
     model.backbone = subtree(model.backbone, cfg.get("member"))
-    datamodule = _datamodule_for(cfg, info)
+    frames = frame_selection(cfg.ckpt, info["data"]["frames"], cfg.data)
+    datamodule = _datamodule_for(cfg, frames, info["data"]["num_classes"])
     split = cfg.get("split") or ("test" if datamodule.files.get("test") is not None else "val")
     if split not in ("val", "test"):
         raise ValueError(f"split={split!r}: expected val or test")
@@ -72,11 +75,9 @@ def write_predictions(cfg: DictConfig) -> Path:
         cfg.ckpt,
         member=cfg.get("member"),
         device=cfg.get("device", "auto"),
-        frames={key: cfg.data.get(key) for key in FRAME_SELECTION_KEYS},
+        frames=cfg.data,
     )
-    datamodule = _datamodule_for(
-        cfg, {"data": {**predictor.frames, "num_classes": predictor.num_classes}}
-    )
+    datamodule = _datamodule_for(cfg, predictor.frames, predictor.num_classes)
     files = files or datamodule.files.get("predict")
     if files is None:
         raise ValueError("no files to predict: pass data.glob=... (or data.predict_files)")
@@ -96,17 +97,18 @@ def write_predictions(cfg: DictConfig) -> Path:
     return output
 
 
-def _datamodule_for(cfg: DictConfig, info: dict[str, Any]) -> pl.LightningDataModule:
-    """The data of ``cfg.data``, picking frames as the checkpoint's model was trained to
-    wherever the config leaves a frame-selection setting null."""
-    stored = info["data"]
-    for key in FRAME_SELECTION_KEYS:
-        if cfg.data.get(key) is None:
-            cfg.data[key] = stored.get(key)
+def _datamodule_for(
+    cfg: DictConfig, frames: FrameSelection, num_classes: int
+) -> pl.LightningDataModule:
+    """The data of ``cfg.data`` read with ``frames`` (the checkpoint's selection with the
+    config's overrides, see :func:`frame_selection`), written into ``cfg.data`` so that the
+    run's record shows them; checked against the model's ``num_classes``."""
+    with open_dict(cfg):
+        cfg.data.update(frames.to_dict())
     datamodule = build_datamodule(cfg)
-    if cfg.num_classes != stored["num_classes"]:
+    if cfg.num_classes != num_classes:
         raise ValueError(
-            f"{cfg.ckpt}: the model predicts {stored['num_classes']} classes but the data's "
+            f"{cfg.ckpt}: the model predicts {num_classes} classes but the data's "
             f"vocabulary has {cfg.num_classes}"
         )
     return datamodule

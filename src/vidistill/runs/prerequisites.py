@@ -22,6 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from vidistill.data.frames import TEACHER_PREFIX, view_keys
 from vidistill.layout import (
     METRICS_FILE,
     PRETRAINED_DIR,
@@ -274,6 +275,20 @@ def needs_teacher_run(cfg: DictConfig) -> bool:
     )
 
 
+def _view_as_own_frames(data: DictConfig, student: DictConfig) -> None:
+    """Make the student's teacher view (``teacher_sampler``, ``teacher_k``,
+    ``teacher_<setting>``) the teacher run's own frames, without a teacher view of its own.
+
+    Only keys the config has are set: the run's identity is a hash of its config, which must
+    stay that of the teachers already trained."""
+    for key in view_keys():
+        view = TEACHER_PREFIX + key
+        if key in data or view in data:
+            data[key] = student.get(view)
+        if view in data:
+            data[view] = None
+
+
 def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
     """The student's run config turned into the teacher's: its model, all its frames, plain
     BCE, its own directory; resumed from its last checkpoint when the student run resumes."""
@@ -281,10 +296,7 @@ def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
     with open_dict(teacher):
         teacher.model = cfg.distill.teacher.model or cfg.model
         teacher.distill = {"_target_": "vidistill.distill.LabelLoss"}
-        teacher.data.sampler = cfg.data.teacher_sampler
-        teacher.data.k = cfg.data.get("teacher_k")
-        teacher.data.teacher_sampler = None
-        teacher.data.teacher_k = None
+        _view_as_own_frames(teacher.data, cfg.data)
         teacher.paths.output_dir = str(directory)
         for name in DISTILLATION_CALLBACKS:
             if teacher.get("callbacks") and name in teacher.callbacks:

@@ -16,12 +16,9 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from vidistill.data.frames import FrameSelection
 from vidistill.layout import final_checkpoint, write_record
-from vidistill.lit.checkpoints import (
-    FRAME_SELECTION_KEYS,
-    RunConfigInCheckpoint,
-    check_resume_compatible,
-)
+from vidistill.lit.checkpoints import RunConfigInCheckpoint, check_resume_compatible
 from vidistill.models.base import count_parameters
 from vidistill.runs.builders import (
     build,
@@ -82,7 +79,7 @@ def train_run(cfg: DictConfig, overrides: list[str] | None) -> float | None:
         check_resume_compatible(model, ckpt_path)
     elif cfg.get("pretrained"):
         start_from_pretrained(model, cfg.pretrained)
-    trainer = build_trainer(cfg, _callbacks(cfg, overrides))
+    trainer = build_trainer(cfg, _callbacks(cfg, overrides, datamodule.frames))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     best = _best_checkpoint(trainer) or _save_final_checkpoint(trainer, cfg)
     metrics = _evaluate_best(cfg, trainer, model, datamodule, best)
@@ -119,16 +116,16 @@ def _prerequisites(
     return ckpt_path, records
 
 
-def _callbacks(cfg: DictConfig, overrides: list[str] | None) -> list[Any]:
-    """The configured callbacks, and the one that makes checkpoints describe their run."""
+def _callbacks(cfg: DictConfig, overrides: list[str] | None, frames: FrameSelection) -> list[Any]:
+    """The configured callbacks, and the one that makes checkpoints describe their run (its
+    model, and ``frames``: what the data module picks)."""
     return [
         *instantiate_group(cfg.get("callbacks")),
         RunConfigInCheckpoint(
             model_config=OmegaConf.to_container(cfg.model, resolve=True),
-            data_config={
-                **{key: cfg.data.get(key) for key in (*FRAME_SELECTION_KEYS, "mode")},
-                "num_classes": cfg.num_classes,
-            },
+            frames=frames,
+            mode=cfg.data.get("mode"),
+            num_classes=cfg.num_classes,
             overrides=overrides,
         ),
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from vidistill.data.synthetic.config import FORMAT_VERSION, SyntheticConfig, config_hash
@@ -56,8 +57,19 @@ def ensure_dataset(
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not matches(target, config):
+                _remove_leftovers(target)
                 log.info("generating synthetic YT8M dataset in %s", target)
                 generate(target, config, progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return target
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete what a generation of ``target`` that was killed left beside it: its temporary
+    directory (the set is written there and renamed into place only when complete) and a
+    replaced set not yet deleted. Called under the lock, so no live generation owns them."""
+    for leftover in target.parent.glob(f".{target.name}.*"):
+        if leftover.name.startswith((f".{target.name}.tmp-", f".{target.name}.old-")):
+            log.info("removing %s, left by an interrupted generation", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
