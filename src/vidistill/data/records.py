@@ -151,10 +151,7 @@ class RecordDecoder:
         )
 
     def _protobuf_layout(self, payload: bytes):
-        try:
-            example = example_pb2.SequenceExample.FromString(payload)
-        except DecodeError as e:
-            raise InvalidPayloadError(f"not a SequenceExample protocol buffer ({e})") from None
+        example = _parse(example_pb2.SequenceExample, payload)
         context = example.context.feature
         video_id = _video_id(context)
         lists = example.feature_lists.feature_list
@@ -209,10 +206,7 @@ class RecordDecoder:
         return starts, ends, labels, scores
 
     def _decode_video(self, payload: bytes) -> VideoRecord:
-        try:
-            example = example_pb2.Example.FromString(payload)
-        except DecodeError as e:
-            raise InvalidPayloadError(f"not an Example protocol buffer ({e})") from None
+        example = _parse(example_pb2.Example, payload)
         features = example.features.feature
         video_id = _video_id(features)
         if "mean_rgb" not in features or "mean_audio" not in features:
@@ -384,3 +378,14 @@ def encode_video_example(
     features["mean_rgb"].float_list.value.extend(np.asarray(mean_rgb, np.float32).tolist())
     features["mean_audio"].float_list.value.extend(np.asarray(mean_audio, np.float32).tolist())
     return example.SerializeToString()
+
+
+def _parse(message: type, payload: bytes):
+    """``payload`` parsed as ``message`` (a protobuf class), or InvalidPayloadError naming it."""
+    try:
+        return message.FromString(payload)
+    except DecodeError as e:
+        article = "an" if message.__name__[0] in "AEIOU" else "a"
+        raise InvalidPayloadError(
+            f"not {article} {message.__name__} protocol buffer ({e})"
+        ) from None
