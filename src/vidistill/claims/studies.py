@@ -339,6 +339,14 @@ FEWER_FRAMES = Study(
         for k, paper in ((10, "0.167 vs 5.058"), (20, "0.268 vs 5.058"), (30, "0.520 vs 5.058"))
     ),
     notes=(
+        "What did not reproduce: no H-RNN student beats its Uniform-k baseline at any k (every "
+        "interval straddles 0), adding L_pred to L_rep + L_CE lowers GAP, and First-Middle-Last "
+        "falls below Middle at k = 30. What is known about why: the H-RNN teacher is weak (next "
+        "note), and a student can only gain what its teacher knows beyond the k frames; the "
+        "NetVLAD student, whose teacher is strong, does beat its baseline. First-k and Last-k "
+        "tie by construction: the generator gives a video an uninformative intro and outro "
+        "with the same probability (intro_prob = outro_prob), while real videos differ at "
+        "their two ends.",
         "The H-RNN preset (conf/model/hrnn.yaml) is the weakest backbone here: on all frames it "
         "stays below the validation GAP of 0.65 its issue asked for, because it overfits the "
         "4000 training videos (results/hrnn_recipe.md, 32 trials). Every H-RNN arm, teachers "
@@ -477,6 +485,11 @@ MOD = Study(
     ),
     claims=(*_mixture_claims(), *_segment_claims("test/map_at_k")),
     notes=(
+        "What did not reproduce: distillation helps MixNeXtVLAD from T = 0 to T = 1, but higher "
+        "temperatures add nothing measurable; MODNeXtVLAD over MixNeXtVLAD and one distilled "
+        "member over a NeXtVLAD trained alone are within the spread of three seeds; the "
+        "combined localization score does not beat the finetuned segment model alone, whose "
+        "exponent (0.95) already dominates it.",
         "The localization ablation failed in every sweep job before it produced a result: the "
         "video model's checkpoint path lay under a job directory named seed=0 (a sweep's), and "
         "the '=' broke the Hydra override that passed it to the finetuning stage. Fixed in "
