@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from vidistill.claims import evidence, readme
+from vidistill.claims import evidence, readme, speed
 from vidistill.claims.studies import STUDIES, Arm, Claim, Study, Sweep, ordering
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,6 +232,19 @@ def test_cost_section_compares_a_student_with_its_teacher(tmp_path):
         f"| `students: k=10` | 0.167 vs 5.058 | {10 * 8192 / 1e9:.3f} vs {300 * 8192 / 1e9:.3f} |"
         in text
     )
+    assert text.count("| not measured |") == 1
+
+    # Without the runs' checkpoints on this machine nothing is timed (and nothing invented).
+    runs = evidence.read_runs(study, tmp_path)
+    assert speed.measure_speed(study, runs, tmp_path / "data").empty
+    # A measured speed-up is carried into the table, by arm.
+    measured = pd.DataFrame(
+        [{"arm": "students: k=10", "student_videos_per_s": 700.0, "teacher_videos_per_s": 200.0}]
+    ).assign(speedup=3.5, videos=1000)
+    speed.write_speed(measured, tmp_path)
+    assert speed.read_speed(tmp_path) == {"students: k=10": 3.5}
+    evidence.build_evidence(study, tmp_path)
+    assert "x | 3.50x |\n" in (tmp_path / "claims.md").read_text()
 
 
 def test_stopping_a_sweep_stops_its_whole_process_group(tmp_path):

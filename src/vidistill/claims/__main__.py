@@ -1,4 +1,4 @@
-"""``python -m vidistill.claims run|report <study> [--quick]`` and ``readme``."""
+"""``python -m vidistill.claims run|report|speed <study> [--quick]`` and ``readme``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from vidistill.claims.evidence import build_evidence
+from vidistill.claims.evidence import build_evidence, read_runs
 from vidistill.claims.launch import PROJECT_ROOT, run_sweep
 from vidistill.claims.readme import write_readme
+from vidistill.claims.speed import measure_speed, write_speed
 from vidistill.claims.studies import STUDIES
 
 log = logging.getLogger("vidistill.claims")
@@ -23,7 +24,7 @@ def study_directory(results: Path, study: str, quick: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidistill.claims", description=__doc__)
-    parser.add_argument("command", choices=["run", "report", "readme"])
+    parser.add_argument("command", choices=["run", "report", "speed", "readme"])
     parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
     parser.add_argument("--quick", action="store_true", help="one seed, the smallest arms")
     parser.add_argument(
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     directory = study_directory(args.results, study.name, args.quick)
     directory.mkdir(parents=True, exist_ok=True)
     failed = []
+    if args.command == "speed":
+        table = measure_speed(study, read_runs(study, directory), PROJECT_ROOT / "data/synthetic")
+        log.info("measured speed written to %s", write_speed(table, directory))
     if args.command == "run":
         chosen = args.sweeps.split(",") if args.sweeps else [s.name for s in study.sweeps]
         for sweep in (study.sweep(name) for name in chosen):

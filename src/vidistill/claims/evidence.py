@@ -28,6 +28,7 @@ from vidistill.analysis.results import (
     paired_interval,
 )
 from vidistill.atomic import atomic_write
+from vidistill.claims.speed import SPEED_FILE, read_speed
 from vidistill.claims.studies import Claim, Study, Sweep
 from vidistill.layout import read_record
 
@@ -204,11 +205,18 @@ def build_evidence(study: Study, directory: str | os.PathLike, quick: bool = Fal
     atomic_write(directory / RUNS_FILE, runs_table(frame).to_csv(index=False, float_format="%.6g"))
     claims = claim_rows(study, frame, quick)
     atomic_write(directory / CLAIMS_FILE, claims.to_csv(index=False, float_format="%.6g"))
-    atomic_write(directory / CLAIMS_MD, claims_markdown(study, frame, claims, quick))
+    markdown = claims_markdown(study, frame, claims, quick, read_speed(directory))
+    atomic_write(directory / CLAIMS_MD, markdown)
     return claims
 
 
-def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, quick: bool) -> str:
+def claims_markdown(
+    study: Study,
+    frame: pd.DataFrame,
+    claims: pd.DataFrame,
+    quick: bool,
+    speedups: dict[str, float] | None = None,
+) -> str:
     seeds = sorted(frame["seed"].astype(str).unique(), key=int) if not frame.empty else []
     cpu_hours = frame["wall_time"].fillna(0).sum() / 3600 if "wall_time" in frame else 0.0
     counts = claims["verdict"].value_counts()
@@ -236,7 +244,7 @@ def claims_markdown(study: Study, frame: pd.DataFrame, claims: pd.DataFrame, qui
             f"{_mean_sd(row['mean_a'], row['sd_a'])} | {_mean_sd(row['mean_b'], row['sd_b'])} | "
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
-    lines += cost_lines(study, frame)
+    lines += cost_lines(study, frame, speedups)
     lines += note_lines(study, frame)
     arms = "\n".join(
         f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick
@@ -275,13 +283,17 @@ def _interval(row: pd.Series) -> str:
     return f"{mean:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
 
 
-def cost_lines(study: Study, frame: pd.DataFrame) -> list[str]:
+def cost_lines(
+    study: Study, frame: pd.DataFrame, speedups: dict[str, float] | None = None
+) -> list[str]:
     """claims.md's cost section: each listed student's multiply-adds per video against its
     teacher's (the papers' convention and every layer; :func:`vidistill.models.flops.count`),
-    from the configs its run recorded. Inference time is measured by ``make bench``."""
+    from the configs its run recorded, and its measured end-to-end speed-up over the teacher
+    where ``speedups`` (arm label -> ratio, :func:`vidistill.claims.speed.read_speed`) has it."""
+    speedups = speedups or {}
     rows = []
     for arm, paper in study.cost:
-        record = _first_record(frame, arm)
+        record = first_record(frame, arm)
         if record is None or "teacher" not in record:
             continue
         teacher_record = read_record(record["teacher"]["directory"])
@@ -292,22 +304,26 @@ def cost_lines(study: Study, frame: pd.DataFrame) -> list[str]:
             f"| `{arm.label()}` | {paper} | {_giga(student['flops_paper'])} vs "
             f"{_giga(teacher['flops_paper'])} | {_giga(student['flops_total'])} vs "
             f"{_giga(teacher['flops_total'])} | "
-            f"{teacher['flops_total'] / student['flops_total']:.1f}x |"
+            f"{teacher['flops_total'] / student['flops_total']:.1f}x | "
+            f"{_ratio(speedups.get(arm.label()))} |"
         )
     if not rows:
         return []
     return [
         "",
         "Cost per video, student vs its teacher (GFLOPs as multiply-adds; the teacher at 300 "
-        "frames, the papers' convention; end-to-end speed is measured by `make bench`):",
+        "frames, the papers' convention), and the student's measured end-to-end speed-up over "
+        "its teacher on the test split (`python -m vidistill.claims speed <study>`, "
+        f"{SPEED_FILE}; shards to top-20 CSV, best of alternating passes, seed 0's checkpoints):",
         "",
-        "| student | paper (Table 3) | papers' convention | every layer | ratio (every layer) |",
-        "|---|---|---|---|---:|",
+        "| student | paper (Table 3) | papers' convention | every layer | ratio (every layer) "
+        "| measured speed-up |",
+        "|---|---|---|---|---:|---:|",
         *rows,
     ]
 
 
-def _first_record(frame: pd.DataFrame, arm) -> dict | None:
+def first_record(frame: pd.DataFrame, arm) -> dict | None:
     """The record of one finished run of ``arm`` (the configs are the same over seeds)."""
     chosen = frame
     for key, value in arm.selector().items():
@@ -317,6 +333,10 @@ def _first_record(frame: pd.DataFrame, arm) -> dict | None:
     if chosen.empty or "directory" not in chosen:
         return None
     return read_record(chosen.iloc[0]["directory"])
+
+
+def _ratio(value: float | None) -> str:
+    return "not measured" if value is None else f"{value:.2f}x"
 
 
 def _giga(value: int | None) -> str:
