@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,21 @@ def random_video(rng: np.random.Generator, video_id: str, num_frames: int, num_c
 
 
 def write_shards(
-    directory: Path, num_files: int, per_file: int, seed: int = 0, max_len: int = 40
+    directory: Path,
+    num_files: int,
+    per_file: int | Sequence[int],
+    seed: int = 0,
+    max_len: int = 40,
 ) -> dict:
-    """Write ``num_files`` frame-level shards; returns {video id: (labels, rgb, audio)}."""
+    """Write ``num_files`` frame-level shards of ``per_file`` videos each (or ``per_file[f]`` in
+    file ``f``); returns {video id: (labels, rgb, audio)}, ids ``v<file:02d><record:03d>``."""
     rng = np.random.default_rng(seed)
+    sizes = [per_file] * num_files if isinstance(per_file, int) else list(per_file)
     videos = {}
     directory.mkdir(parents=True, exist_ok=True)
     for f in range(num_files):
         with RecordWriter(str(directory / f"train{f:04d}.tfrecord")) as writer:
-            for i in range(per_file):
+            for i in range(sizes[f]):
                 vid, labels, rgb, audio = random_video(
                     rng, f"v{f:02d}{i:03d}", int(rng.integers(1, max_len))
                 )

@@ -74,6 +74,22 @@ def test_metric_class_matches_the_function_over_any_batching():
     assert all(np.isnan(metric.bootstrap_interval(10)))
 
 
+@pytest.mark.parametrize("tied", [False, True])
+def test_interval_does_not_depend_on_the_order_the_videos_were_scored_in(tied):
+    """DDP ranks and loader workers hand the videos to the metric in different orders; the
+    resamples a seed draws must not follow that order."""
+    scores, labels = make_data(2, videos=97, tied=tied)
+    shuffled = np.random.default_rng(0).permutation(len(scores))
+    expected = gap_bootstrap_interval(scores, labels, resamples=300, seed=3)
+    assert gap_bootstrap_interval(scores[shuffled], labels[shuffled], resamples=300, seed=3) == (
+        expected
+    )
+    metric = GlobalAveragePrecision(top_k=20)
+    for part in np.array_split(shuffled, 5):
+        metric.update(torch.tensor(scores[part]), torch.tensor(labels[part]))
+    assert metric.bootstrap_interval(300, seed=3) == expected
+
+
 def test_bad_arguments():
     scores, labels = make_data(0)
     with pytest.raises(ValueError, match="resamples >= 1"):

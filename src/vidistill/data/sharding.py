@@ -9,6 +9,7 @@ first record, no record is read twice, and files are read sequentially.
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import logging
@@ -90,21 +91,48 @@ def record_offsets(
 
 
 def plan_ranges(
-    counts: Sequence[int], order: Sequence[int], consumer: int, consumers: int, equal: bool
+    counts: Sequence[int],
+    order: Sequence[int],
+    consumer: int,
+    consumers: int,
+    equal: bool,
+    names: Sequence[str] | None = None,
 ) -> list[tuple[int, int, int]]:
     """This consumer's share of the records as ``(file, start, stop)`` ranges.
 
     The files' records (``counts[f]`` in file ``f``) are concatenated in ``order`` and cut into
     ``consumers`` contiguous parts. With ``equal`` every part has ``total // consumers`` records
-    (the remainder is dropped, so that every DDP rank runs the same number of steps); otherwise
-    the sizes differ by at most one and every record belongs to exactly one part.
+    (the remainder, the last ``total % consumers`` records of the order, is dropped so that every
+    DDP rank runs the same number of steps, and consumer 0 logs which records those are, naming
+    file ``f`` as ``names[f]``, or ``file #f`` without names); otherwise the sizes differ by at
+    most one and every record belongs to exactly one part.
     """
     total = int(sum(counts))
     if equal:
         share = total // consumers
         begin, end = consumer * share, (consumer + 1) * share
+        if consumer == 0 and total % consumers:
+            _log_dropped(
+                tuple(counts), tuple(order), consumers, None if names is None else tuple(names)
+            )
     else:
         begin, end = consumer * total // consumers, (consumer + 1) * total // consumers
+    return _cut(counts, order, begin, end)
+
+
+def dropped_records(
+    counts: Sequence[int], order: Sequence[int], consumers: int
+) -> list[tuple[int, int, int]]:
+    """The ``(file, start, stop)`` ranges that equal shares (``plan_ranges(..., equal=True)``)
+    leave out: the last ``sum(counts) % consumers`` records of the order."""
+    total = int(sum(counts))
+    return _cut(counts, order, total - total % consumers, total)
+
+
+def _cut(
+    counts: Sequence[int], order: Sequence[int], begin: int, end: int
+) -> list[tuple[int, int, int]]:
+    """Records ``[begin, end)`` of the files concatenated in ``order``, as per-file ranges."""
     ranges = []
     position = 0
     for f in order:
@@ -113,3 +141,23 @@ def plan_ranges(
             ranges.append((f, lo - position, hi - position))
         position += counts[f]
     return ranges
+
+
+# Once per process and plan: len() of a loader asks for the plan again and again. A worker forked
+# after its main process logged a plan does not repeat it.
+@functools.lru_cache(maxsize=64)
+def _log_dropped(
+    counts: tuple[int, ...], order: tuple[int, ...], consumers: int, names: tuple[str, ...] | None
+) -> None:
+    total = sum(counts)
+    labels = names if names is not None else [f"file #{f}" for f in range(len(counts))]
+    dropped = [f"{labels[f]}[{lo}:{hi}]" for f, lo, hi in dropped_records(counts, order, consumers)]
+    log.info(
+        "DDP training: %d readers (ranks x workers) read %d records each, so %d of the %d "
+        "records are dropped this epoch: %s",
+        consumers,
+        total // consumers,
+        total % consumers,
+        total,
+        ", ".join(dropped),
+    )

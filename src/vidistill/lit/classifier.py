@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 
 from vidistill.distill import LabelLoss, multilabel_bce
 from vidistill.metrics import SegmentMAPAtK, video_metrics
@@ -99,6 +99,10 @@ class VideoClassifier(pl.LightningModule):
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=2e-4))
         self.val_metrics = self._metrics("val/")
         self.test_metrics = self._metrics("test/")
+        # The evaluation loss, averaged over videos as a metric: its float sums are synced
+        # exactly under DDP, where self.log's own batch-size weights are not (an odd total
+        # count of videos is truncated when ranks average it). Not saved in checkpoints.
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.test_member_metrics = nn.ModuleList()  # see on_test_epoch_start
 
     def _metrics(self, prefix: str) -> MetricCollection:
@@ -180,7 +184,8 @@ class VideoClassifier(pl.LightningModule):
             metrics.update(torch.sigmoid(output.logits), batch["labels"], batch["label_weights"])
         else:
             metrics.update(torch.sigmoid(output.logits), batch["labels"])
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["ids"]))
+        self.eval_loss[stage].update(loss, weight=len(batch["ids"]))
+        self.log(f"{stage}/loss", self.eval_loss[stage], batch_size=len(batch["ids"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, "val")

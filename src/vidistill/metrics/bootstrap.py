@@ -52,9 +52,29 @@ def gap_bootstrap_interval(
     preds, target = _check_inputs(predictions, labels)
     scores, kept, _ = top_k_per_video(preds, target, top_k)
     positives = positive_mask(target).sum(1)
-    return interval(
-        resampled_gaps(scores, kept, positives, draw_counts(len(preds), resamples, seed)), level
-    )
+    return resampled_interval(scores, kept, positives, resamples, level, seed)
+
+
+def resampled_interval(
+    scores: Tensor, kept: Tensor, positives: Tensor, resamples: int, level: float, seed: int
+) -> tuple[float, float]:
+    """The interval of :func:`gap_bootstrap_interval` from each video's kept scores and labels
+    ``[N, k]`` and positive count ``[N]``. The videos are first put in a canonical order (by
+    their values), so the resample a seed draws does not depend on the order they were scored in
+    (DDP ranks and loader workers interleave them differently)."""
+    order = canonical_order(scores, kept, positives)
+    counts = draw_counts(len(positives), resamples, seed)
+    return interval(resampled_gaps(scores[order], kept[order], positives[order], counts), level)
+
+
+def canonical_order(scores: Tensor, kept: Tensor, positives: Tensor) -> Tensor:
+    """``[N]`` int64: the videos sorted by (positives, kept labels, scores), a permutation that
+    depends only on the set of videos; equal videos are interchangeable, so their ties do not
+    matter."""
+    columns = [scores.double().cpu().numpy(), kept.to(torch.int8).cpu().numpy()]
+    keys = [column for block in columns for column in block.T[::-1]]
+    keys.append(positives.cpu().numpy())
+    return torch.from_numpy(np.lexsort(keys)).to(scores.device)
 
 
 def draw_counts(num_videos: int, resamples: int, seed: int) -> Tensor:

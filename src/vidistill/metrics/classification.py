@@ -36,7 +36,7 @@ from vidistill.metrics._common import (
     positive_mask,
     zero_score,
 )
-from vidistill.metrics.bootstrap import draw_counts, interval, resampled_gaps
+from vidistill.metrics.bootstrap import resampled_interval
 from vidistill.metrics.functional import (
     _check_inputs,
     _gap_from_top_k,
@@ -128,8 +128,7 @@ class GlobalAveragePrecision(_TopKMetric):
             return float("nan"), float("nan")
         positives = cat_state(self.video_positives)
         scores, labels = (x.view(len(positives), -1) for x in pooled)
-        counts = draw_counts(len(positives), resamples, seed)
-        return interval(resampled_gaps(scores, labels, positives, counts), level)
+        return resampled_interval(scores, labels, positives, resamples, level, seed)
 
 
 class MeanAveragePrecision(_TopKMetric):
