@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from vidistill.claims.notes import FEWER_FRAMES_NOTES, MOD_NOTES
+
 SEEDS = (0, 1, 2)
 
 
@@ -281,14 +283,6 @@ def _hrnn(*overrides: str) -> tuple[str, ...]:
     return (*overrides[:1], "model=hrnn", *overrides[1:])
 
 
-# What both studies' notes say about the commits their runs record.
-RESUMED_ACROSS_COMMITS = (
-    "Between the runs, the code was regrouped into subpackages (issue 15); those commits moved "
-    "code without changing what a run computes.",
-    "Runs that record commit 461fa6f ran the code of cf63df1 (the same source; that commit was "
-    "rewritten to drop an unrelated configuration change staged by mistake).",
-)
-
 FEWER_FRAMES = Study(
     name="fewer_frames",
     setup=(
@@ -338,22 +332,7 @@ FEWER_FRAMES = Study(
         (_student(k), paper)
         for k, paper in ((10, "0.167 vs 5.058"), (20, "0.268 vs 5.058"), (30, "0.520 vs 5.058"))
     ),
-    notes=(
-        "What did not reproduce: no H-RNN student beats its Uniform-k baseline at any k (every "
-        "interval straddles 0), adding L_pred to L_rep + L_CE lowers GAP, and First-Middle-Last "
-        "falls below Middle at k = 30. What is known about why: the H-RNN teacher is weak (next "
-        "note), and a student can only gain what its teacher knows beyond the k frames; the "
-        "NetVLAD student, whose teacher is strong, does beat its baseline. First-k and Last-k "
-        "tie by construction: the generator gives a video an uninformative intro and outro "
-        "with the same probability (intro_prob = outro_prob), while real videos differ at "
-        "their two ends.",
-        "The H-RNN preset (conf/model/hrnn.yaml) is the weakest backbone here: on all frames it "
-        "stays below the validation GAP of 0.65 its issue asked for, because it overfits the "
-        "4000 training videos (results/hrnn_recipe.md, 32 trials). Every H-RNN arm, teachers "
-        "included, uses that one recipe, fixed before the study ran; the H-RNN students thus "
-        "learn from a weak teacher, while the NetVLAD and NeXtVLAD rows have stronger ones.",
-        *RESUMED_ACROSS_COMMITS,
-    ),
+    notes=FEWER_FRAMES_NOTES,
 )
 
 
@@ -484,18 +463,7 @@ MOD = Study(
         Sweep("ablation", ("experiment=localization_ablation",), script="localize.py"),
     ),
     claims=(*_mixture_claims(), *_segment_claims("test/map_at_k")),
-    notes=(
-        "What did not reproduce: distillation helps MixNeXtVLAD from T = 0 to T = 1, but higher "
-        "temperatures add nothing measurable; MODNeXtVLAD over MixNeXtVLAD and one distilled "
-        "member over a NeXtVLAD trained alone are within the spread of three seeds; the "
-        "combined localization score does not beat the finetuned segment model alone, whose "
-        "exponent (0.95) already dominates it.",
-        "The localization ablation failed in every sweep job before it produced a result: the "
-        "video model's checkpoint path lay under a job directory named seed=0 (a sweep's), and "
-        "the '=' broke the Hydra override that passed it to the finetuning stage. Fixed in "
-        "cf63df1, after which its three seeds ran; no other arm runs that code.",
-        *RESUMED_ACROSS_COMMITS,
-    ),
+    notes=MOD_NOTES,
 )
 
 STUDIES = {study.name: study for study in (FEWER_FRAMES, MOD)}
