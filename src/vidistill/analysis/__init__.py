@@ -6,7 +6,9 @@
 * :mod:`.passes`: trained models over videos (embeddings, mixture members, Figure 3);
 * :mod:`.seeds`: runs over seeds (the committed evidence's sweeps, mean and error bar per arm,
   teachers, members, curves and the localization ablation, from the runs' records and logs);
-* :mod:`.plots`: the notebooks' figures.
+* :mod:`.plots`: the notebooks' figures;
+* :mod:`.mlflow_store`: runs read back from the MLflow store ``logger=mlflow`` writes to (the
+  results table reads it as it reads run directories).
 
 The notebooks import their functions from here (``from vidistill.analysis import embed``);
 each submodule loads on first use, so reading results does not load torch.

@@ -1,6 +1,9 @@
 """Collect the runs of a sweep into one table: ``collect(dir)`` gives a DataFrame with a row per
 run (its overrides, final metrics, size, wall time and optionally FLOPs), ``to_markdown`` prints
 it, and ``python -m vidistill.analysis.results MULTIRUN_DIR [--flops] [--columns a,b]`` does both.
+The runs may also be read back from an MLflow tracking store that ``logger=mlflow`` wrote to
+(``collect("mlruns")``, ``collect("sqlite:///mlflow.db")``; see
+:mod:`vidistill.analysis.mlflow_store`): the same table, from the same records.
 
 A run is a directory holding ``metrics.json`` (written by ``train.py`` when a run finishes) or a
 ``.hydra`` directory (written by Hydra when a job starts): a job with ``.hydra`` but no
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping
@@ -29,14 +33,21 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from scipy.stats import t as student_t
 
-METRICS_FILE = "metrics.json"  # as vidistill.runs writes it (not imported: that loads torch)
-TEACHER_DIR = "teacher"
+from vidistill.analysis.mlflow_store import is_mlflow_source, tracked_runs
+from vidistill.layout import (
+    HYDRA_DIR,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    PRETRAINED_DIR,
+    SHARED_PRETRAINED_DIR,
+    SHARED_TEACHERS_DIR,
+    TEACHER_DIR,
+)
+
 # Runs that other runs train first (teachers, video-level pretraining) live in these
 # directories, nested in a run or shared by a sweep's jobs: they are not rows of their own.
-NESTED_DIRS = (TEACHER_DIR, "pretrained")
-SHARED_DIRS = ("teachers", "pretrained")
-HYDRA_DIR = ".hydra"
-OVERRIDES_FILE = "overrides.yaml"
+NESTED_DIRS = (TEACHER_DIR, PRETRAINED_DIR)
+SHARED_DIRS = (SHARED_TEACHERS_DIR, SHARED_PRETRAINED_DIR)
 # Columns taken from the record itself, after the metrics; the FLOPs columns follow when asked.
 RECORD_COLUMNS = ("params", "wall_time", "epochs")
 FLOPS_COLUMNS = ("flops_paper", "flops_total")
@@ -47,9 +58,19 @@ INTEGER_COLUMNS = ("params", "epochs", *FLOPS_COLUMNS)
 SEED_COLUMNS = ("seed",)
 
 
-def collect(multirun_dir: str | Path, flops: bool = False, by_arm: bool = False) -> pd.DataFrame:
+def collect(
+    multirun_dir: str | Path,
+    flops: bool = False,
+    by_arm: bool = False,
+    experiment: str | None = None,
+) -> pd.DataFrame:
     """One row per run under ``multirun_dir`` (a Hydra multirun directory or any tree of runs),
     sorted naturally by its relative path (job 2 before job 10).
+
+    ``multirun_dir`` may instead be an MLflow tracking store (a file store directory such as
+    ``./mlruns``, or a tracking URI): its runs written by ``logger=mlflow``, those of the
+    experiment named ``experiment`` or of all experiments, each row as its run directory would
+    give it (``run`` relative to the run directories' common parent).
 
     Columns, in order: ``run`` (path relative to ``multirun_dir``), ``status`` (``done`` or
     ``missing``), one per override key of ``.hydra/overrides.yaml`` (values as written, as
@@ -61,10 +82,13 @@ def collect(multirun_dir: str | Path, flops: bool = False, by_arm: bool = False)
     ``attrs["overrides"]`` and ``attrs["metrics"]`` name the override and metric columns.
     With ``by_arm``, the table of :func:`summarize` instead: one row per arm, mean, sd and n.
     """
-    root = Path(multirun_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such directory")
-    runs = [_read_run(root, directory, flops) for directory in _run_directories(root)]
+    if is_mlflow_source(multirun_dir):
+        runs = _tracked_rows(str(multirun_dir), experiment, flops)
+    else:
+        root = Path(multirun_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such directory")
+        runs = [_read_run(root, directory, flops) for directory in _run_directories(root)]
     # Group by group (overrides, metrics, record columns), each in the order its keys first
     # appear across the runs.
     grouped = dict.fromkeys(key for part in (1, 2, 3) for run in runs for key in run[part])
@@ -227,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vidistill.analysis.results", description="Tabulate the runs of a sweep."
     )
-    parser.add_argument("multirun_dir", help="a Hydra multirun directory or a tree of runs")
+    parser.add_argument(
+        "multirun_dir",
+        help="a Hydra multirun directory or a tree of runs, or an MLflow tracking store that "
+        "logger=mlflow wrote to (a file store directory such as ./mlruns, or a tracking URI)",
+    )
+    parser.add_argument(
+        "--experiment", help="with an MLflow store: only this experiment's runs (default: all)"
+    )
     parser.add_argument("--flops", action="store_true", help="add flops_paper and flops_total")
     parser.add_argument("--columns", help="comma-separated columns to print (default: all)")
     parser.add_argument(
@@ -247,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        frame = collect(args.multirun_dir, flops=args.flops)
+        frame = collect(args.multirun_dir, flops=args.flops, experiment=args.experiment)
         if frame.empty:
-            raise ValueError(f"{args.multirun_dir}: no runs (no metrics.json nor .hydra/ below)")
+            raise ValueError(
+                f"{args.multirun_dir}: no runs (no metrics.json nor .hydra/ below, nor runs "
+                "written by logger=mlflow)"
+            )
         columns = args.columns.split(",") if args.columns else None
         if args.compare:
             print(to_markdown(_comparison(frame, *args.compare, columns)))
@@ -263,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             varying = varying_columns(frame)
             columns = [c for c in columns if c in varying] if columns else varying
         print(to_markdown(frame, columns))
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
@@ -293,9 +327,16 @@ def _comparison(
 
 def _run_directories(root: Path) -> list[Path]:
     """Directories with a metrics.json or a .hydra/, less the runs that runs train first
-    (teachers, pretraining): those nested in runs and those a sweep's jobs share."""
+    (teachers, pretraining)."""
     found = {path.parent for path in root.rglob(METRICS_FILE)}
     found |= {path.parent for path in root.rglob(HYDRA_DIR) if path.is_dir()}
+    return _top_level_runs(root, found)
+
+
+def _top_level_runs(root: Path, found: set[Path]) -> list[Path]:
+    """The run directories of ``found`` (all below ``root``) that are rows of their own, in
+    natural order: not the runs nested in a run (``<run>/teacher``, ``<run>/pretrained``) nor
+    those a sweep's jobs share (``<sweep>/teachers/<name>``, ``<sweep>/pretrained/<name>``)."""
     runs = {
         directory
         for directory in found
@@ -314,17 +355,52 @@ def _natural_key(text: str) -> list[str | int]:
 def _read_run(
     root: Path, directory: Path, flops: bool
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, float], dict[str, Any]]:
-    """A run's row in four parts, one per column group: identity (run, status), overrides,
-    metrics (its own, then its teacher's), record columns (and FLOPs)."""
+    """A run directory's row (see :func:`_row`); its teacher's record is the student's copy,
+    else the nested teacher run's own (it tells them when the student did not finish)."""
     record = _read_record(directory / METRICS_FILE)
-    identity = {
-        "run": directory.relative_to(root).as_posix(),
-        "status": "missing" if record is None else "done",
-    }
-    metrics = dict(record.get("metrics", {})) if record is not None else {}
-    # The student's record repeats its teacher's metrics wherever the teacher was trained;
-    # the nested teacher's own record still tells them when the student did not finish.
     teacher = (record or {}).get("teacher") or _read_record(directory / TEACHER_DIR / METRICS_FILE)
+    return _row(
+        directory.relative_to(root).as_posix(),
+        record,
+        _overrides(directory / HYDRA_DIR / OVERRIDES_FILE),
+        teacher,
+        flops,
+    )
+
+
+def _tracked_rows(
+    source: str, experiment: str | None, flops: bool
+) -> list[tuple[dict[str, Any], dict[str, str], dict[str, float], dict[str, Any]]]:
+    """The rows of the runs of an MLflow store, labelled by their run directory relative to
+    the run directories' common parent, nested and shared runs left out as in a tree."""
+    runs = {Path(run.run_dir): run for run in tracked_runs(source, experiment)}
+    if not runs:
+        return []
+    root = Path(os.path.commonpath([directory.parent for directory in runs]))
+    return [
+        _row(
+            directory.relative_to(root).as_posix(),
+            runs[directory].record,
+            parse_overrides(runs[directory].overrides),
+            (runs[directory].record or {}).get("teacher"),
+            flops,
+        )
+        for directory in _top_level_runs(root, set(runs))
+    ]
+
+
+def _row(
+    label: str,
+    record: dict[str, Any] | None,
+    overrides: dict[str, str],
+    teacher: dict[str, Any] | None,
+    flops: bool,
+) -> tuple[dict[str, Any], dict[str, str], dict[str, float], dict[str, Any]]:
+    """A run's row in four parts, one per column group: identity (run, status), overrides,
+    metrics (its own, then its teacher's), record columns (and FLOPs). ``record`` is the run's
+    ``metrics.json`` (None: the run did not finish)."""
+    identity = {"run": label, "status": "missing" if record is None else "done"}
+    metrics = dict(record.get("metrics", {})) if record is not None else {}
     if teacher is not None:
         metrics.update(
             {f"teacher/{key}": value for key, value in teacher.get("metrics", {}).items()}
@@ -333,7 +409,6 @@ def _read_run(
     if flops:
         counts = flops_of(record.get("config", {})) if record is not None else {}
         extra.update({key: counts.get(key) for key in FLOPS_COLUMNS})
-    overrides = _overrides(directory / HYDRA_DIR / OVERRIDES_FILE)
     if "seed" not in overrides and record is not None and "seed" in record.get("config", {}):
         # Runs are paired by seed, so every run has one, overridden or not.
         overrides["seed"] = str(record["config"]["seed"])
@@ -345,14 +420,18 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 
 
 def _overrides(path: Path) -> dict[str, str]:
-    """``key -> value`` of a Hydra overrides file, values as written (quotes removed). The key
-    keeps a package (``model@distill.teacher.model``) but not the ``+``/``++`` of an addition;
-    a deletion ``~key`` gives the value ``~`` (``~value`` for ``~key=value``)."""
-    if not path.is_file():
-        return {}
+    """:func:`parse_overrides` of a Hydra overrides file ({} when there is none)."""
+    return parse_overrides(yaml.safe_load(path.read_text()) or []) if path.is_file() else {}
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
+    """``key -> value`` of Hydra overrides (``["k=10", "+model@distill.teacher.model=dbof"]``),
+    values as written (quotes removed). The key keeps a package (``model@distill.teacher.model``)
+    but not the ``+``/``++`` of an addition; a deletion ``~key`` gives the value ``~``
+    (``~value`` for ``~key=value``)."""
     parser = OverridesParser.create()
     result = {}
-    for line in yaml.safe_load(path.read_text()) or []:
+    for line in lines:
         override = parser.parse_override(line)
         key = override.key_or_group + (f"@{override.package}" if override.package else "")
         value = override.value()

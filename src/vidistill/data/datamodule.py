@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,14 @@ from torch.utils.data import DataLoader
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset, check_views
 from vidistill.data.frames import TEACHER_PREFIX, FrameSelection, config_keys, teacher_view
+from vidistill.data.loader import EpochLoader
 from vidistill.data.samplers import setting_names
 
 Files = str | Sequence[str] | None
+# Logs, at DEBUG, the ids of every training batch as the training step takes it (epoch, batch
+# index in the epoch, ids): turned on, it shows which videos each epoch trained on, and that a
+# resumed epoch trains on none twice.
+trained_ids = logging.getLogger("vidistill.data.trained_ids")
 
 # Lightning cannot know that YT8MDataset.__len__ is exact for every worker layout; it is.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -46,25 +52,6 @@ def read_vocabulary(path: str | os.PathLike) -> np.ndarray:
 def read_vocabulary_size(path: str | os.PathLike) -> int:
     """Number of classes in a YT8M ``vocabulary.csv``."""
     return len(read_vocabulary(path))
-
-
-class _EpochLoader(DataLoader):
-    """Tells the streaming dataset the trainer's epoch before each pass, so shuffling and random
-    frames change every epoch and a resumed run repeats the epoch it was interrupted in.
-
-    The loader has its own random generator: creating an iterator draws a worker base seed, and
-    drawing it from the global stream would shift every later dropout draw by one, differently in
-    a resumed run (which creates the iterator at another moment) than in an uninterrupted one.
-    """
-
-    def __init__(self, dataset: YT8MDataset, epoch: Callable[[], int], seed: int, **kwargs: Any):
-        generator = torch.Generator().manual_seed(seed)
-        super().__init__(dataset, batch_size=None, generator=generator, **kwargs)
-        self._epoch = epoch
-
-    def __iter__(self):
-        self.dataset.set_epoch(self._epoch())
-        return super().__iter__()
 
 
 class YT8MDataModule(pl.LightningDataModule):
@@ -217,10 +204,11 @@ class YT8MDataModule(pl.LightningDataModule):
                 raise ValueError(f"no {split} files configured (data.{split}_files)")
             self.setup()
         h = self.hparams
-        return _EpochLoader(
+        return EpochLoader(
             self.datasets[split],
             epoch=self._training_epoch,
             seed=h.seed,
+            consumed=self._batches_trained if split == "train" else None,
             num_workers=h.num_workers,
             pin_memory=h.pin_memory,
         )
@@ -232,6 +220,13 @@ class YT8MDataModule(pl.LightningDataModule):
         if self.trainer is None:
             return 0
         return self.trainer.fit_loop.epoch_progress.current.processed
+
+    def _batches_trained(self) -> int:
+        # Batches of this epoch whose training step finished: the count a resumed Lightning loop
+        # goes on after (a checkpoint saved in on_train_batch_end, as vidistill's and the
+        # step-interval ones are, counts its batch as done; one saved mid-step, not). The
+        # DataLoader has delivered one batch more, which Lightning prefetched.
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -246,6 +241,15 @@ class YT8MDataModule(pl.LightningDataModule):
         return self._loader("predict")
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        trainer = self.trainer
+        if trained_ids.isEnabledFor(logging.DEBUG) and trainer is not None and trainer.training:
+            # Called for each training batch just before its step, in the main process.
+            trained_ids.debug(
+                "epoch %d batch %d ids %s",
+                self._training_epoch(),
+                self._batches_trained(),
+                " ".join(batch.get("ids", ())),
+            )
         high, low = self.hparams.dequantize_range
         return dequantize_batch(batch, high, low)
 

@@ -10,12 +10,23 @@ evaluation keeps every record.
 Batches are collated inside the workers (the DataLoader gets ``batch_size=None``), which keeps
 ``len(dataloader)`` exact. Frames stay uint8 through collation (see
 :mod:`vidistill.data.batching`).
+
+Resuming mid-epoch: an epoch's stream is a function of (seed, epoch, placement), so a position in
+it is the number of batches each reader (DataLoader worker) of this rank has delivered. Given it
+(:meth:`YT8MDataset.set_epoch`), each reader continues with its next batch exactly as the
+uninterrupted pass would have made it. In frame and video mode with ``on_corrupt="raise"`` the
+records before the position are not read at all; only those still held in the shuffle buffer are
+read again (see :mod:`vidistill.data.shuffling`). In segment mode and with ``on_corrupt="skip"``
+how many samples a record gives is known only after decoding it, so the stream before the position
+is read again and dropped without being collated.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +47,20 @@ from vidistill.data.framing import CorruptRecordError, iter_payloads
 from vidistill.data.records import SCHEMAS, FrameRecord, RecordDecoder
 from vidistill.data.samplers import AllFrames, FrameSampler, video_rng
 from vidistill.data.sharding import expand_files, plan_ranges, record_offsets
+from vidistill.data.shuffling import (
+    advance_shuffle,
+    position_count,
+    ranges_of,
+    shuffled,
+    slice_ranges,
+)
 
 log = logging.getLogger(__name__)
 
 ON_CORRUPT = ("raise", "skip")
+# The key under which a batch names the reader (DataLoader worker) that made it, when the
+# dataset's ``tag_batches`` is set: a loader counts each reader's batches by it (and removes it).
+READER_KEY = "_reader"
 # The default frame selection: every frame of a video's first MAX_FRAMES.
 EVERY_FRAME = FrameSelection()
 
@@ -104,6 +125,10 @@ class YT8MDataset(IterableDataset):
             come from one decode of the record.
         skip_counter: a ``multiprocessing.Value`` every record skipped under ``on_corrupt=skip``
             is added to, in whichever worker process reads it (for a caller's summary).
+
+    Attributes:
+        tag_batches: add :data:`READER_KEY` (the reader's index, an int) to every batch, for a
+            loader that keeps a resumable position (:class:`vidistill.data.loader.EpochLoader`).
     """
 
     def __init__(
@@ -142,6 +167,9 @@ class YT8MDataset(IterableDataset):
         self.on_corrupt = on_corrupt
         self.drop_last = drop_last
         self.epoch = 0
+        self.resume: list[int] | None = None
+        self.first_reader = 0
+        self.tag_batches = False
         self._index_files(index_cache)
         self.skip_counter = skip_counter
 
@@ -170,11 +198,25 @@ class YT8MDataset(IterableDataset):
 
     # -- placement ---------------------------------------------------------------------------
 
-    def set_epoch(self, epoch: int) -> None:
-        """Training reshuffles per epoch; call before iterating (the DataModule does)."""
-        self.epoch = epoch
+    def set_epoch(
+        self, epoch: int, resume: Sequence[int] | None = None, first_reader: int = 0
+    ) -> None:
+        """Training reshuffles per epoch; call before iterating (the DataModule does).
 
-    def _placement(self) -> tuple[int, int]:
+        ``resume``: batches each reader of this rank (``readers`` of them) already delivered in
+        this epoch; the next pass starts each reader at its next batch. None: from the epoch's
+        start. ``first_reader``: the reader DataLoader worker 0 plays (worker ``w`` plays
+        ``(first_reader + w) % readers``). The DataLoader takes batches from its workers in
+        turn starting with worker 0, so a pass resumed where reader ``r`` was next starts
+        with reader ``r`` and then keeps the uninterrupted pass's order."""
+        if resume is not None and len(resume) != self.readers:
+            raise ValueError(f"resume has {len(resume)} readers' positions, not {self.readers}")
+        self.epoch = epoch
+        self.resume = [int(batches) for batches in resume] if resume is not None else None
+        self.first_reader = int(first_reader) % self.readers
+
+    def placement(self) -> tuple[int, int]:
+        """(rank, world size): as given, else from ``torch.distributed`` (0, 1 outside DDP)."""
         rank, world = self.rank, self.world_size
         if rank is None or world is None:
             initialized = dist.is_available() and dist.is_initialized()
@@ -189,7 +231,7 @@ class YT8MDataset(IterableDataset):
         return order
 
     @property
-    def _workers(self) -> int:
+    def readers(self) -> int:
         """Readers per rank: a DataLoader without workers reads in the main process."""
         return max(self.num_workers, 1)
 
@@ -197,17 +239,17 @@ class YT8MDataset(IterableDataset):
         return plan_ranges(
             self.counts,
             self._file_order(),
-            rank * self._workers + worker,
-            world * self._workers,
+            rank * self.readers + worker,
+            world * self.readers,
             self.train and world > 1,
         )
 
     def _records_per_worker(self) -> list[int]:
         """Records each worker of this rank reads per epoch."""
-        rank, world = self._placement()
+        rank, world = self.placement()
         return [
             sum(hi - lo for _, lo, hi in self._ranges(rank, world, worker))
-            for worker in range(self._workers)
+            for worker in range(self.readers)
         ]
 
     @property
@@ -227,31 +269,81 @@ class YT8MDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        worker = 0 if info is None else info.id
-        if info is not None and info.num_workers != self._workers:
+        if info is not None and info.num_workers != self.readers:
             raise RuntimeError(
                 f"YT8MDataset was built for num_workers={self.num_workers} but the DataLoader runs "
                 f"{info.num_workers}: pass the same number to both"
             )
-        rank, world = self._placement()
-        consumer = rank * self._workers + worker
-        samples = self._samples(self._ranges(rank, world, worker))
-        if self.train and self.shuffle and self.shuffle_buffer > 1:
-            # Seeded per consumer and epoch, so that a run repeats; the trailing 1 keeps this
-            # stream apart from the file order's, seeded with [seed, epoch].
-            samples = _shuffled(
-                samples,
-                self.shuffle_buffer,
-                np.random.default_rng([self.frames.seed, self.epoch, consumer, 1]),
-            )
+        if info is not None:
+            _ignore_stop_signals()
+        # The reader this process plays: its share of the records and its place in the order.
+        reader = (self.first_reader + (0 if info is None else info.id)) % self.readers
+        rank, world = self.placement()
+        consumer = rank * self.readers + reader
+        skip = self.resume[reader] * self.batch_size if self.resume is not None else 0
         pending: list = []
-        for sample in samples:
+        for sample in self._stream(self._ranges(rank, world, reader), consumer, skip):
             pending.append(sample)
             if len(pending) == self.batch_size:
-                yield self._collate(pending)
+                yield self._batch(pending, reader)
                 pending = []
         if pending and not self.drop_last:
-            yield self._collate(pending)
+            yield self._batch(pending, reader)
+
+    def _batch(self, samples: list, reader: int) -> dict:
+        batch = self._collate(samples)
+        if self.tag_batches:
+            batch[READER_KEY] = reader
+        return batch
+
+    def _shuffle_rng(self, consumer: int) -> np.random.Generator | None:
+        """The shuffle buffer's generator, None when training batches are not shuffled."""
+        if not (self.train and self.shuffle and self.shuffle_buffer > 1):
+            return None
+        # Seeded per consumer and epoch, so that a run repeats; the trailing 1 keeps this stream
+        # apart from the file order's, seeded with [seed, epoch].
+        return np.random.default_rng([self.frames.seed, self.epoch, consumer, 1])
+
+    def _stream(self, ranges: list[tuple[int, int, int]], consumer: int, skip: int) -> Iterator:
+        """This reader's samples in delivery order, from the ``skip``-th on."""
+        rng = self._shuffle_rng(consumer)
+        if skip and self.mode != "segment" and self.on_corrupt == "raise":
+            return self._skip_records(ranges, rng, skip)
+        samples = self._samples(ranges)
+        if rng is not None:
+            samples = shuffled(samples, self.shuffle_buffer, rng)
+        # A segment record gives a number of samples known only once decoded, and a skipped bad
+        # record none: the samples before the position are made again and dropped.
+        return itertools.islice(samples, skip, None)
+
+    def _skip_records(
+        self, ranges: list[tuple[int, int, int]], rng: np.random.Generator | None, skip: int
+    ) -> Iterator:
+        """The samples after the first ``skip``, one per record: the records delivered before are
+        not read; those the shuffle buffer still held are read again, by position."""
+        total = position_count(ranges)
+        if rng is None:
+            return self._samples(slice_ranges(ranges, skip, total))
+        state = advance_shuffle(total, self.shuffle_buffer, rng, skip)
+        held = self._read_positions(ranges, state.held)
+        log.info(
+            "epoch %d: a reader resumes after its first %d records (not read again); the %d its "
+            "shuffle buffer held are read again",
+            self.epoch,
+            skip,
+            len(held),
+        )
+        if state.draining:
+            return iter(held)
+        rest = self._samples(slice_ranges(ranges, state.next_position, total))
+        return shuffled(rest, self.shuffle_buffer, rng, held)
+
+    def _read_positions(self, ranges: list[tuple[int, int, int]], positions: list[int]) -> list:
+        """The samples of the records at ``positions`` of ``ranges`` (one each), in that order;
+        consecutive positions are read in one sequential pass."""
+        wanted = sorted(positions)
+        decoded = dict(zip(wanted, self._samples(ranges_of(ranges, wanted)), strict=True))
+        return [decoded[position] for position in positions]
 
     def _collate(self, samples: list) -> dict:
         if self.mode == "frame" and self.teacher_sampler is not None:
@@ -347,15 +439,10 @@ class YT8MDataset(IterableDataset):
         return select
 
 
-def _shuffled(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
-    """Bounded shuffle: keep ``size`` items, emit a random one for each new arrival."""
-    buffer: list = []
-    for item in items:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        j = int(rng.integers(size))
-        yield buffer[j]
-        buffer[j] = item
-    rng.shuffle(buffer)
-    yield from buffer
+def _ignore_stop_signals() -> None:
+    """In a DataLoader worker, ignore the signals a cluster stops a job with. It sends them to
+    every process of the job: the main process saves a checkpoint and stops, shutting its
+    workers down (they also exit when it dies), but a worker the signal ended first would make
+    the main process fail before it could save."""
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_IGN)

@@ -123,6 +123,28 @@ def build_trainer(cfg: DictConfig, callbacks: list[Any]) -> pl.Trainer:
     return trainer
 
 
+def describe_device(trainer: pl.Trainer) -> str:
+    """Where the trainer computes, as the line printed before training says it: the device
+    type (and the GPU's name), the number of devices, the precision; and a GPU a CPU run
+    leaves idle (the default trainer is ``trainer=cpu``)."""
+    device = trainer.strategy.root_device
+    name = device.type
+    if device.type == "cuda":
+        name += f" ({torch.cuda.get_device_name(device)})"
+    count = trainer.num_devices * trainer.num_nodes
+    text = f"{name} ({count} device{'s' if count > 1 else ''}, precision {trainer.precision})"
+    if device.type == "cpu" and torch.cuda.is_available():
+        text += " [a CUDA GPU is available: trainer=gpu trains on it]"
+    return text
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when below it (``logs/train/runs/...``, as
+    a user typed it), else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def _relaunches_the_command(trainer: pl.Trainer) -> bool:
     """Whether the trainer's strategy starts its processes by running the script again (plain
     DDP on one machine, not when SLURM or torchrun started them)."""

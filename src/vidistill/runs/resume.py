@@ -1,5 +1,15 @@
-"""Resuming and skipping: which checkpoint a run resumes from, and whether a finished run's
-record belongs to the job asking (a sweep re-run into its directory, a requeued job)."""
+"""Resuming and skipping: which checkpoint a run resumes from, whether a finished run's record
+belongs to the job asking (a sweep re-run into its directory, a requeued job), and the callbacks
+that make a run stopped mid-epoch resume exactly.
+
+A run stopped by SIGTERM or SIGUSR1 (as a cluster stops or warns a job) saves
+``checkpoints/last.ckpt`` at the next training-batch boundary and exits with status 128 + the
+signal's number. The same command run again (``ckpt_path=auto``, the default) resumes from it:
+the optimizer, schedules and loop counters from Lightning's checkpoint, the streaming loader at
+the next batch it had not delivered to training, and the global random states. With
+``trainer.deterministic=true`` on the CPU the run ends with the weights of a run never stopped,
+bit for bit; a run that trains its teacher or video-level model first resumes whichever stage
+it was stopped in."""
 
 from __future__ import annotations
 
@@ -16,11 +26,19 @@ from vidistill.layout import (
     last_checkpoint,
 )
 from vidistill.lit.checkpoints import stored_overrides
+from vidistill.lit.preemption import RandomStateInCheckpoint, StopOnPreemption
 
 log = logging.getLogger(__name__)
 
 # ckpt_path value: resume the run directory's last checkpoint if it has one.
 AUTO = "auto"
+
+
+def resume_callbacks(cfg: DictConfig) -> list[Any]:
+    """The callbacks every training run has for an exact mid-epoch resume: stopping on a
+    preemption signal with ``checkpoints/last.ckpt`` saved, and the random states in
+    checkpoints."""
+    return [StopOnPreemption(last_checkpoint(cfg.paths.output_dir)), RandomStateInCheckpoint()]
 
 
 def finished_record(cfg: DictConfig, overrides: list[str] | None) -> dict[str, Any] | None:

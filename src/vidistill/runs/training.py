@@ -26,6 +26,8 @@ from vidistill.runs.builders import (
     build_objective,
     build_trainer,
     config_record,
+    describe_device,
+    display_path,
     instantiate_group,
     start_from_pretrained,
 )
@@ -34,7 +36,8 @@ from vidistill.runs.prerequisites import (
     train_pretrained_first,
     train_teacher_first,
 )
-from vidistill.runs.resume import finished_record, resume_path
+from vidistill.runs.resume import finished_record, resume_callbacks, resume_path
+from vidistill.runs.trackers import log_record, tracking
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +83,26 @@ def train_run(cfg: DictConfig, overrides: list[str] | None) -> float | None:
     elif cfg.get("pretrained"):
         start_from_pretrained(model, cfg.pretrained)
     trainer = build_trainer(cfg, _callbacks(cfg, overrides, datamodule.frames))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    best = _best_checkpoint(trainer) or _save_final_checkpoint(trainer, cfg)
-    metrics = _evaluate_best(cfg, trainer, model, datamodule, best)
-    record = {
-        "metrics": metrics,
-        "best_checkpoint": best,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "config": config_record(cfg),
-        "overrides": overrides,
-        "params": count_parameters(model.backbone),  # the student's alone when distilling
-        "wall_time": time.perf_counter() - start,
-        "git_commit": git_commit(),
-        **prerequisites,
-    }
-    write_run_record(trainer, cfg, record)
+    if trainer.is_global_zero:  # before this run trains: on what, and where it all goes
+        print(f"training on {describe_device(trainer)}")
+        print(f"run directory: {display_path(cfg.paths.output_dir)}")
+    with tracking(trainer, overrides):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = _best_checkpoint(trainer) or _save_final_checkpoint(trainer, cfg)
+        metrics = _evaluate_best(cfg, trainer, model, datamodule, best)
+        record = {
+            "metrics": metrics,
+            "best_checkpoint": best,
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "config": config_record(cfg),
+            "overrides": overrides,
+            "params": count_parameters(model.backbone),  # the student's alone when distilling
+            "wall_time": time.perf_counter() - start,
+            "git_commit": git_commit(),
+            **prerequisites,
+        }
+        write_run_record(trainer, cfg, record)
     return _optimized(cfg, metrics)
 
 
@@ -117,10 +124,11 @@ def _prerequisites(
 
 
 def _callbacks(cfg: DictConfig, overrides: list[str] | None, frames: FrameSelection) -> list[Any]:
-    """The configured callbacks, and the one that makes checkpoints describe their run (its
-    model, and ``frames``: what the data module picks)."""
+    """The configured callbacks, the one that makes checkpoints describe their run (its
+    model, and ``frames``: what the data module picks), and those of an exact resume."""
     return [
         *instantiate_group(cfg.get("callbacks")),
+        *resume_callbacks(cfg),
         RunConfigInCheckpoint(
             model_config=OmegaConf.to_container(cfg.model, resolve=True),
             frames=frames,
@@ -181,11 +189,13 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
 
 
 def write_run_record(trainer: pl.Trainer, cfg: DictConfig, record: dict[str, Any]) -> None:
-    """The run's ``metrics.json`` (from the global zero rank only), and its metrics printed."""
+    """The run's ``metrics.json`` (from the global zero rank only), also to the experiment
+    trackers (:func:`vidistill.runs.trackers.log_record`), and its metrics printed."""
     if not trainer.is_global_zero:
         return
     path = write_record(cfg.paths.output_dir, record)
     log.info("metrics written to %s", path)
+    log_record(trainer, path, record)
     print(format_metrics(record["metrics"]))
 
 
