@@ -7,7 +7,10 @@ to the clip length (300 for all frames, k for a k-frame sampler), single process
 from __future__ import annotations
 
 import argparse
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +25,9 @@ from vidistill.data import (
     read_records,
 )
 from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from rangeserver import HttpServer  # noqa: E402 - the tests' local HTTP server
 
 BENCH_DATA = SyntheticConfig(seed=1, num_train=1500, num_validate=0, num_test=0, num_segment=0)
 
@@ -112,6 +118,16 @@ def _measure(args: argparse.Namespace) -> None:
             lambda: vidistill_pipeline(files, "uniform", 30), args.repeats
         ),
     }
+    with tempfile.TemporaryDirectory() as log:
+        server = HttpServer(directory, Path(log) / "requests.log")
+        try:
+            urls = [f"{server.url}/frame/{Path(path).name}" for path in files]
+            vidistill_pipeline(urls, "all", None)  # index the URLs once, as a first epoch would
+            rates["vidistill all frames, shards over local HTTP"] = best_rate(
+                lambda: vidistill_pipeline(urls, "all", None), args.repeats
+            )
+        finally:
+            server.stop()
     width = max(map(len, rates))
     print(f"{len(files)} shards, {vidistill_records(files)} videos, 1 process")
     for name, rate in rates.items():
@@ -123,3 +139,5 @@ def _measure(args: argparse.Namespace) -> None:
     print(f"  ratio reader vs stock, records only:        {record_ratio:5.2f}x")
     print(f"  ratio all-frames decode vs stock decode:    {decode_ratio:5.2f}x  (target >= 2)")
     print(f"  ratio k=30 decode vs own all-frames decode: {k_ratio:5.2f}x  (target >= 3)")
+    http_ratio = rates[names[5]] / rates[names[3]]
+    print(f"  ratio all frames over HTTP vs local files:  {http_ratio:5.2f}x")

@@ -267,3 +267,30 @@ def test_exported_models_agree_with_pytorch(which, request, tmp_path):
         export(checkpoint, tmp_path / "model", member=member)
     with pytest.raises(ValueError, match="formats"):
         export(checkpoint, tmp_path / "other", formats=["tflite"])
+
+
+def test_predictions_from_gzip_shards_over_http(student, tmp_path):
+    """predict_to_file on gzip shards (not named .gz: compression="gzip") served over HTTP
+    writes the same file as on the local shards."""
+    import gzip
+
+    from rangeserver import HttpServer
+
+    root, checkpoint = student
+    predictor = Predictor(checkpoint, device="cpu")
+    local = shards_of(root)
+    served = tmp_path / "served"
+    served.mkdir()
+    for path in map(Path, local):
+        (served / path.name).write_bytes(gzip.compress(path.read_bytes()))
+    server = HttpServer(served, tmp_path / "requests.log")
+    try:
+        urls = [f"{server.url}/{Path(path).name}" for path in local]
+        remote = predict_to_file(
+            predictor, urls, tmp_path / "remote.csv", num_workers=0, compression="gzip"
+        )
+    finally:
+        server.stop()
+    here = predict_to_file(predictor, local, tmp_path / "local.csv", num_workers=0)
+    assert remote["videos"] == here["videos"] == NUM_TEST
+    assert (tmp_path / "remote.csv").read_text() == (tmp_path / "local.csv").read_text()

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from vidistill.data import AUDIO_SIZE, RGB_SIZE, RecordWriter, encode_frame_example
+from vidistill.data.sharding import expand_files
 from vidistill.localization.submission import (
+    files_are_rated,
     main,
     read_segment_ratings,
     read_submission_csv,
@@ -143,6 +145,25 @@ def test_ratings_are_read_from_tfrecords(rated_dir):
     ]
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
         list(read_segment_ratings(str(rated_dir / "test*.tfrecord")))
+
+
+def test_ratings_are_read_from_urls_and_gzip(rated_dir):
+    """The same ratings from a memory:// glob, and from gzip shards (``.gz``) in it."""
+    import gzip
+
+    import fsspec
+
+    expected = sorted(read_segment_ratings(str(rated_dir / "validate*.tfrecord")))
+    fs = fsspec.filesystem("memory")
+    try:
+        for path in rated_dir.glob("validate*.tfrecord"):
+            fs.pipe(f"/vidistill-rated/{path.name}", path.read_bytes())
+            fs.pipe(f"/vidistill-rated/gz/{path.name}.gz", gzip.compress(path.read_bytes()))
+        assert sorted(read_segment_ratings("memory://vidistill-rated/validate*")) == expected
+        assert files_are_rated(expand_files("memory://vidistill-rated/gz/*.gz"))
+        assert sorted(read_segment_ratings("memory://vidistill-rated/gz/*.gz")) == expected
+    finally:
+        fs.rm("/vidistill-rated", recursive=True)
 
 
 def write_cli_inputs(tmp_path: Path) -> tuple[Path, Path]:

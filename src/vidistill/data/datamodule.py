@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import warnings
@@ -20,6 +21,7 @@ from vidistill.data.datasets import YT8MDataset, check_views
 from vidistill.data.frames import TEACHER_PREFIX, FrameSelection, config_keys, teacher_view
 from vidistill.data.loader import EpochLoader
 from vidistill.data.samplers import setting_names
+from vidistill.data.shards import open_shard, protocol
 
 Files = str | Sequence[str] | None
 # Logs, at DEBUG, the ids of every training batch as the training step takes it (epoch, batch
@@ -34,7 +36,8 @@ warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` 
 def read_vocabulary(path: str | os.PathLike) -> np.ndarray:
     """Training video count per class from a YT8M ``vocabulary.csv`` (int64 [C], C = largest
     ``Index`` + 1; classes without a count get 0)."""
-    with open(path, newline="", encoding="utf-8") as f:
+    path = os.fspath(path)
+    with io.TextIOWrapper(open_shard(path), encoding="utf-8", newline="") as f:  # or a URL
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "Index" not in reader.fieldnames:
             raise ValueError(
@@ -58,10 +61,12 @@ class YT8MDataModule(pl.LightningDataModule):
     """YouTube-8M TFRecord shards for training, validation, test and prediction.
 
     Args:
-        train_files, val_files, test_files, predict_files: glob patterns (or lists of them).
+        train_files, val_files, test_files, predict_files: glob patterns (or lists of them):
+            local paths or fsspec URLs (``gs://``, ``s3://``, ``memory://``, ``file://``; an
+            ``http(s)://`` URL names one shard, HTTP having no glob).
         num_classes: label vocabulary size; read from ``vocabulary`` when omitted. When both
             are given they must agree.
-        vocabulary: path of a ``vocabulary.csv``.
+        vocabulary: path (or fsspec URL) of a ``vocabulary.csv``.
         mode: ``frame`` | ``segment`` | ``video`` (see :class:`YT8MDataset`).
         sampler, k, max_frames, seed: frame selection for every split (``all`` by default),
             with the samplers' own ``settings``; built once into :attr:`frames` (see
@@ -73,6 +78,8 @@ class YT8MDataModule(pl.LightningDataModule):
             teacher's view of the same videos (``teacher_frames``, ``teacher_mask``,
             ``teacher_num_frames``), usually ``all`` frames; evaluation batches carry only the
             student's view, the model being evaluated. Built once into :attr:`teacher_frames`.
+        compression: ``gzip`` reads every shard as a gzip-compressed TFRecord; null reads
+            gzip only for paths ending in ``.gz``.
         settings: the samplers' settings by name, as the data config gives them (``stride``;
             ``teacher_<setting>`` for the teacher's view); any other name is a TypeError.
 
@@ -105,6 +112,7 @@ class YT8MDataModule(pl.LightningDataModule):
         index_cache: str | None = None,
         teacher_sampler: str | None = None,
         teacher_k: int | None = None,
+        compression: str | None = None,
         **settings: Any,
     ):
         super().__init__()
@@ -196,6 +204,7 @@ class YT8MDataModule(pl.LightningDataModule):
             on_corrupt=h.on_corrupt,
             index_cache=h.index_cache,
             teacher_frames=self.teacher_frames if train else None,
+            compression=h.compression,
         )
 
     def _loader(self, split: str) -> DataLoader:
@@ -275,7 +284,7 @@ class SyntheticDataModule(YT8MDataModule):
     """The built-in synthetic YT8M set: generated on first use under ``root`` and cached.
 
     ``generator`` holds :class:`vidistill.data.synthetic.SyntheticConfig` fields; file globs are
-    relative to the generated dataset directory.
+    relative to the generated dataset directory, URLs name their shards themselves.
     """
 
     def __init__(self, root: str = "data/synthetic", generator: dict | None = None, **kwargs: Any):
@@ -302,4 +311,5 @@ class SyntheticDataModule(YT8MDataModule):
         if files is None:
             return None
         patterns = [files] if isinstance(files, str) else list(files)
-        return [str(self.directory / pattern) for pattern in patterns]
+        # URLs (remote shards, or file:// ones) name their files themselves.
+        return [p if protocol(p) else str(self.directory / p) for p in map(str, patterns)]

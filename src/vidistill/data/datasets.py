@@ -47,6 +47,7 @@ from vidistill.data.framing import CorruptRecordError, iter_payloads
 from vidistill.data.records import SCHEMAS, FrameRecord, RecordDecoder
 from vidistill.data.samplers import AllFrames, FrameSampler, video_rng
 from vidistill.data.sharding import expand_files, plan_ranges, record_offsets
+from vidistill.data.shards import compression_of
 from vidistill.data.shuffling import (
     advance_shuffle,
     position_count,
@@ -125,6 +126,8 @@ class YT8MDataset(IterableDataset):
             come from one decode of the record.
         skip_counter: a ``multiprocessing.Value`` every record skipped under ``on_corrupt=skip``
             is added to, in whichever worker process reads it (for a caller's summary).
+        compression: ``"gzip"`` reads every shard as a gzip-compressed TFRecord; None (the
+            default) only those whose path ends in ``.gz`` (see :mod:`vidistill.data.shards`).
 
     Attributes:
         tag_batches: add :data:`READER_KEY` (the reader's index, an int) to every batch, for a
@@ -149,9 +152,11 @@ class YT8MDataset(IterableDataset):
         index_cache: str | Path | None = None,
         teacher_frames: FrameSelection | None = None,
         skip_counter: Any = None,
+        compression: str | None = None,
     ):
         super().__init__()
         _check_settings(mode, on_corrupt, num_classes, batch_size)
+        self.compression = compression_of("", compression)
         self.files = expand_files(files)
         self.num_classes = num_classes
         self.mode = mode
@@ -188,7 +193,10 @@ class YT8MDataset(IterableDataset):
     def _index_files(self, index_cache: str | Path | None) -> None:
         """Every file's record offsets and counts, and which files' framing breaks."""
         strict = self.on_corrupt == "raise"
-        indexes = [record_offsets(f, index_cache, strict=strict) for f in self.files]
+        indexes = [
+            record_offsets(f, index_cache, strict=strict, compression=self.compression)
+            for f in self.files
+        ]
         self.offsets = [offsets for offsets, _ in indexes]
         self.counts = [len(o) for o in self.offsets]
         # Files whose framing breaks (on_corrupt=skip): only the records before the break are read.
@@ -378,7 +386,8 @@ class YT8MDataset(IterableDataset):
         for file_index, start, stop in ranges:
             path = self.files[file_index]
             first = int(self.offsets[file_index][start])
-            for index, offset, payload in iter_payloads(path, first, start, stop, on_bad_payload):
+            payloads = iter_payloads(path, first, start, stop, on_bad_payload, self.compression)
+            for index, offset, payload in payloads:
                 try:
                     record = decoder.decode_record(path, index, offset, payload)
                 except CorruptRecordError as error:

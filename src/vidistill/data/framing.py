@@ -13,15 +13,18 @@ corrupt length never turns into a huge allocation. What the payloads mean is the
 
 from __future__ import annotations
 
+import gzip
 import mmap
 import os
 import struct
+import zlib
 from collections.abc import Callable, Iterator
 
 import crc32c
 import numpy as np
 
 from vidistill.atomic import publish, temporary_beside
+from vidistill.data.shards import BLOCK_SIZE, is_mappable, local_path, open_shard, shard_size
 
 _HEADER = struct.Struct("<QI")  # length, masked CRC of the length
 _FOOTER = struct.Struct("<I")  # masked CRC of the payload
@@ -65,14 +68,36 @@ def iter_payloads(
     start_index: int = 0,
     stop_index: int | None = None,
     on_bad_payload: Callable[[CorruptRecordError], None] | None = None,
+    compression: str | None = None,
 ) -> Iterator[tuple[int, int, memoryview]]:
-    """Yield ``(record index, byte offset, payload)`` for the records of one file.
+    """Yield ``(record index, byte offset, payload)`` for the records of one shard.
 
-    Reading starts at ``start_offset``, which must be the offset of record ``start_index`` (see
-    :func:`scan_offsets`), and ends before ``stop_index``. Both checksums are verified. Raises
-    :class:`CorruptRecordError`, except that a payload checksum mismatch is handed to
-    ``on_bad_payload`` when one is given: the framing around it is intact, so reading goes on.
+    ``path`` is a local path or an fsspec URL, gzip-compressed when it ends in ``.gz`` or
+    ``compression="gzip"`` (offsets are then positions in the decompressed stream; see
+    :mod:`vidistill.data.shards`). Reading starts at ``start_offset``, which must be the offset
+    of record ``start_index`` (see :func:`scan_offsets`), and ends before ``stop_index``. Both
+    checksums are verified. Raises :class:`CorruptRecordError`, except that a payload checksum
+    mismatch is handed to ``on_bad_payload`` when one is given: the framing around it is intact,
+    so reading goes on.
     """
+    if is_mappable(path, compression):
+        records = _mapped_records(local_path(path), start_offset, start_index, stop_index)
+    else:
+        records = _streamed_records(path, compression, start_offset, start_index, stop_index)
+    for index, offset, payload, stored in records:
+        if stored == masked_crc32c(payload):
+            yield index, offset, payload
+        else:
+            error = CorruptRecordError(path, index, offset, "payload checksum mismatch")
+            if on_bad_payload is None:
+                raise error
+            on_bad_payload(error)
+
+
+def _mapped_records(
+    path: str, offset: int, index: int, stop_index: int | None
+) -> Iterator[tuple[int, int, memoryview, int]]:
+    """``(index, offset, payload, stored payload checksum)`` of a local file, mapped."""
     size = os.path.getsize(path)
     if size == 0:
         return
@@ -81,62 +106,111 @@ def iter_payloads(
         # copies only those, and checksumming copies nothing. The mapping is not closed here; it
         # lives as long as some decoded record still views it.
         data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-    index, offset = start_index, start_offset
     while (stop_index is None or index < stop_index) and offset < size:
         header = data[offset : offset + _HEADER.size]
         length = _checked_length(path, index, offset, header, size)
         start = offset + _HEADER.size
-        payload = data[start : start + length]
         (stored,) = _FOOTER.unpack_from(data, start + length)
-        if stored == masked_crc32c(payload):
-            yield index, offset, payload
-        else:
-            error = CorruptRecordError(path, index, offset, "payload checksum mismatch")
-            if on_bad_payload is None:
-                raise error
-            on_bad_payload(error)
+        yield index, offset, data[start : start + length], stored
         index += 1
         offset = start + length + _FOOTER.size
 
 
-def scan_offsets(path: str) -> tuple[np.ndarray, CorruptRecordError | None]:
-    """Byte offsets of the records of a file (int64 [n]), reading only the 12-byte headers.
+def _streamed_records(
+    path: str, compression: str | None, offset: int, index: int, stop_index: int | None
+) -> Iterator[tuple[int, int, memoryview, int]]:
+    """``(index, offset, payload, stored payload checksum)`` of a URL or compressed shard, read
+    front to back in large blocks."""
+    size = shard_size(path, compression)
+    with open_shard(path, compression) as f:
+        try:
+            if offset and f.seek(offset) != offset:
+                raise CorruptRecordError(path, index, offset, "the shard ends before this record")
+            while stop_index is None or index < stop_index:
+                header = f.read(_HEADER.size)
+                if not header:
+                    return
+                length = _checked_length(path, index, offset, header, size)
+                body = _read(f, length + _FOOTER.size)
+                if len(body) != length + _FOOTER.size:
+                    raise _truncated(path, index, offset, length)
+                (stored,) = _FOOTER.unpack_from(body, length)
+                yield index, offset, memoryview(body)[:length], stored
+                index += 1
+                offset += _HEADER.size + length + _FOOTER.size
+        except _STREAM_ERRORS as error:
+            raise _broken_stream(path, index, offset, error) from None
 
-    Lengths are checksum-verified and payloads skipped, so this costs one small read per record.
+
+def scan_offsets(
+    path: str, compression: str | None = None
+) -> tuple[np.ndarray, CorruptRecordError | None]:
+    """Byte offsets of the records of a shard (int64 [n]), reading only the 12-byte headers.
+
+    Lengths are checksum-verified and payloads skipped: a local file costs one small read per
+    record; a URL is read in large sequential blocks; a gzip shard is decompressed once, whole.
     A broken header ends the scan: the offsets before it are returned together with the error,
     because where the later records start can no longer be known.
     """
-    size = os.path.getsize(path)
-    offsets = []
+    size = shard_size(path, compression)
+    offsets: list[int] = []
     offset = 0
-    error = None
-    with open(path, "rb") as f:
-        while True:
-            header = f.read(_HEADER.size)
-            if not header:
-                break
-            try:
+    with open_shard(path, compression) as f:
+        try:
+            while header := f.read(_HEADER.size):
                 length = _checked_length(path, len(offsets), offset, header, size)
-            except CorruptRecordError as e:
-                error = e
-                break
-            offsets.append(offset)
-            offset += _HEADER.size + length + _FOOTER.size
-            f.seek(offset)
-    return np.asarray(offsets, dtype=np.int64), error
+                end = offset + _HEADER.size + length + _FOOTER.size
+                if f.seek(end) != end:  # a compressed stream ended inside the record
+                    raise _truncated(path, len(offsets), offset, length)
+                offsets.append(offset)
+                offset = end
+        except _STREAM_ERRORS as error:
+            return np.asarray(offsets, dtype=np.int64), _broken_stream(
+                path, len(offsets), offset, error
+            )
+        except CorruptRecordError as error:
+            return np.asarray(offsets, dtype=np.int64), error
+    return np.asarray(offsets, dtype=np.int64), None
 
 
-def _checked_length(path: str, index: int, offset: int, header: bytes, size: int) -> int:
-    """The payload length in a record header, once its checksum and the file size allow it."""
+def _read(f, size: int) -> bytes:
+    """Up to ``size`` bytes of ``f``, in blocks: a length of a compressed stream (whose size is
+    not known up front) never becomes one huge allocation."""
+    if size <= BLOCK_SIZE:
+        return f.read(size)
+    chunks = []
+    while size > 0 and (chunk := f.read(min(size, BLOCK_SIZE))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+# What a damaged gzip stream raises while it is decompressed.
+_STREAM_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _broken_stream(path: str, index: int, offset: int, error: Exception) -> CorruptRecordError:
+    return CorruptRecordError(
+        path, index, offset, f"broken gzip stream ({error or type(error).__name__})"
+    )
+
+
+def _truncated(path: str, index: int, offset: int, length: int) -> CorruptRecordError:
+    return CorruptRecordError(
+        path, index, offset, f"file truncated: record of {length} bytes runs past the end"
+    )
+
+
+def _checked_length(path: str, index: int, offset: int, header: bytes, size: int | None) -> int:
+    """The payload length in a record header, once its checksum and the file size (when known:
+    a compressed stream's is not) allow it."""
     if len(header) != _HEADER.size:
         raise CorruptRecordError(path, index, offset, "file truncated inside a record header")
     length, length_crc = _HEADER.unpack(header)
     if length_crc != masked_crc32c(header[:8]):
         raise CorruptRecordError(path, index, offset, "length checksum mismatch")
-    if offset + _HEADER.size + length + _FOOTER.size > size:
-        raise CorruptRecordError(
-            path, index, offset, f"file truncated: record of {length} bytes runs past the end"
-        )
+    if size is not None and offset + _HEADER.size + length + _FOOTER.size > size:
+        raise _truncated(path, index, offset, length)
     return length
 
 

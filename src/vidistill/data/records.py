@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 from tfrecord import example_pb2
 
 from vidistill.data.framing import CorruptRecordError, iter_payloads
+from vidistill.data.shards import is_url, local_path
 from vidistill.data.wire import regular_frames, split_sequence_example
 from vidistill.features import AUDIO_SIZE, RGB_SIZE, SEGMENT_LENGTH
 
@@ -321,7 +322,7 @@ def read_records(
     ``mean_audio`` (float32 [128]) for ``"video"``. Any problem raises
     :class:`CorruptRecordError` naming the file, the record and what is wrong.
     """
-    if not os.path.isfile(path):
+    if not is_url(path) and not os.path.isfile(local_path(path)):
         raise FileNotFoundError(f"no such TFRecord file: {path}")
     decoder = RecordDecoder(schema, num_classes, select)
     for index, offset, payload in iter_payloads(path):

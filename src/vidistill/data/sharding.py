@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vidistill.data.framing import CorruptRecordError, scan_offsets
+from vidistill.data.shards import compression_of, expand_url, fingerprint, is_url, local_path
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +29,22 @@ log = logging.getLogger(__name__)
 def expand_files(patterns: str | Sequence[str]) -> list[str]:
     """Sorted, de-duplicated files matching one or more glob patterns (``**`` allowed).
 
-    Raises ``FileNotFoundError`` naming the first pattern that matches nothing.
+    A pattern is a local path or an fsspec URL (see :mod:`vidistill.data.shards`); ``file://``
+    URLs become local paths, and an http(s) URL names one file (HTTP has no glob). Raises
+    ``FileNotFoundError`` naming the first pattern that matches nothing.
     """
     if isinstance(patterns, str | os.PathLike):
         patterns = [patterns]
     files: list[str] = []
-    for pattern in patterns:
-        matches = sorted(
-            p
-            for p in glob.glob(os.path.expanduser(str(pattern)), recursive=True)
-            if os.path.isfile(p)
-        )
+    for pattern in map(str, patterns):
+        if is_url(pattern):
+            matches = expand_url(pattern)
+        else:
+            matches = sorted(
+                p for p in glob.glob(local_path(pattern), recursive=True) if os.path.isfile(p)
+            )
         if not matches:
-            raise FileNotFoundError(f"no TFRecord files match {str(pattern)!r}")
+            raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
         files.extend(matches)
     return list(dict.fromkeys(files))
 
@@ -51,26 +55,30 @@ def default_cache_dir() -> Path:
 
 
 def record_offsets(
-    path: str, cache_dir: str | Path | None = None, strict: bool = True
+    path: str,
+    cache_dir: str | Path | None = None,
+    strict: bool = True,
+    compression: str | None = None,
 ) -> tuple[np.ndarray, CorruptRecordError | None]:
-    """Byte offsets of the records of ``path`` (int64 [n]), cached by path, size and mtime,
-    and the break in its framing if there is one.
+    """Byte offsets of the records of ``path`` (int64 [n]), and the break in its framing if
+    there is one. The index is cached by path, size and mtime for a local file, by URL, size and
+    etag for a URL (:func:`vidistill.data.shards.fingerprint`), and by compression: a gzip
+    shard's offsets are positions in its decompressed stream.
 
     A file whose framing breaks raises :class:`CorruptRecordError`; with ``strict=False`` the
     records before the break are returned instead, with the error (also logged). Only complete
     indexes are cached.
     """
-    stat = os.stat(path)
-    key = hashlib.sha1(
-        f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    ).hexdigest()
+    compression = compression_of(path, compression)
+    identity = fingerprint(path) + (f"|{compression}" if compression else "")
+    key = hashlib.sha1(identity.encode()).hexdigest()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cached = cache / f"{key}.npy"
     try:
         return np.load(cached), None
     except (OSError, ValueError):
         pass
-    offsets, error = scan_offsets(path)
+    offsets, error = scan_offsets(path, compression)
     if error is not None:
         if strict:
             raise error

@@ -97,8 +97,10 @@ class Predictor:
         num_workers: int = 2,
         on_corrupt: str = "raise",
         skip_counter: Any = None,
+        compression: str | None = None,
     ) -> YT8MDataset:
-        """The shards read the way this model sees videos (its frames, in file order)."""
+        """The shards (paths or URLs; ``compression="gzip"`` for gzip shards not named ``.gz``)
+        read the way this model sees videos (its frames, in file order)."""
         return YT8MDataset(
             files,
             num_classes=self.num_classes,
@@ -108,6 +110,7 @@ class Predictor:
             on_corrupt=on_corrupt,
             skip_counter=skip_counter,
             frames=self.frames,
+            compression=compression,
         )
 
     def stream(
@@ -171,6 +174,7 @@ def predict_to_file(
     on_corrupt: str = "raise",
     overwrite: bool = False,
     dequantize_range: tuple[float, float] = (2.0, -2.0),
+    compression: str | None = None,
 ) -> dict[str, Any]:
     """Write the top ``top_k`` classes of every video of ``files`` to ``output`` (the 2018
     Kaggle CSV, or Parquet for a ``.parquet`` name) and a summary beside it
@@ -184,7 +188,9 @@ def predict_to_file(
     start = time.perf_counter()
     skipped = multiprocessing.Value("q", 0)
     with open_prediction_file(output, min(top_k, predictor.num_classes), overwrite) as predictions:
-        dataset = predictor.dataset(files, batch_size, num_workers, on_corrupt, skipped)
+        dataset = predictor.dataset(
+            files, batch_size, num_workers, on_corrupt, skipped, compression
+        )
         for batch in predictor.stream(dataset, top_k, dequantize_range):
             predictions.write_batch(batch.ids, batch.classes, batch.scores)
     seconds = time.perf_counter() - start

@@ -22,7 +22,6 @@ The table goes to ``ablation.json`` in the run directory and is printed.
 from __future__ import annotations
 
 import copy
-import glob
 import json
 import logging
 import os
@@ -33,6 +32,8 @@ from hydra import compose
 from omegaconf import DictConfig, open_dict
 
 from vidistill.atomic import atomic_write
+from vidistill.data.sharding import expand_files
+from vidistill.data.shards import is_url
 from vidistill.layout import METRICS_FILE
 from vidistill.localization import pipeline
 from vidistill.runs import build, train_run
@@ -146,13 +147,20 @@ def check_held_out(cfg: DictConfig, segment_stage: DictConfig) -> None:
 
 
 def _matched(data: DictConfig, patterns: Any) -> set[str]:
-    """The real paths of the files that ``patterns`` (globs, relative to the synthetic set's
+    """The real paths (or URLs) of the files that ``patterns`` (globs, relative to the synthetic set's
     directory when the data is synthetic) name under the data config ``data``."""
     if not patterns:
         return set()
     resolved = build(data, _convert_="all").resolve(patterns)
     resolved = [resolved] if isinstance(resolved, str) else list(resolved)
-    return {os.path.realpath(path) for pattern in resolved for path in glob.glob(pattern)}
+    matched = set()
+    for pattern in resolved:
+        try:
+            files = expand_files(pattern)
+        except FileNotFoundError:
+            continue
+        matched.update(path if is_url(path) else os.path.realpath(path) for path in files)
+    return matched
 
 
 def _localized(

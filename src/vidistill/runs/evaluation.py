@@ -92,6 +92,7 @@ def write_predictions(cfg: DictConfig) -> Path:
         on_corrupt=data.on_corrupt,
         overwrite=cfg.overwrite,
         dequantize_range=tuple(data.dequantize_range),
+        compression=data.compression,
     )
     print(format_metrics({key: summary[key] for key in SUMMARY_SHOWN}))
     return output

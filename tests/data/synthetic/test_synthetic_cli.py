@@ -53,3 +53,24 @@ def test_the_package_runs_as_a_module():
     assert run.returncode == 0, run.stderr
     assert "python -m vidistill.data.synthetic" in run.stdout and "--num-train" in run.stdout
     assert not run.stderr
+
+
+def test_cli_uploads_to_a_url(capsys):
+    """``--out`` an fsspec URL: the shards land there (synthetic.json last) and read back."""
+    import fsspec
+
+    from vidistill.data import YT8MDataset, expand_files
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    url = "memory://vidistill-cli/synthetic"
+    try:
+        main([*flags, "--out", url, "--num-train", "3", "--no-progress"])
+        assert url in capsys.readouterr().out
+        fs = fsspec.filesystem("memory")
+        meta = json.loads(fs.cat(f"{url}/synthetic.json"))
+        files = expand_files(f"{url}/frame/train*.tfrecord")
+        assert len(files) == meta["splits"]["train"]["shards"]
+        dataset = YT8MDataset(files, meta["config"]["num_classes"], batch_size=2)
+        assert sum(len(batch["ids"]) for batch in dataset) == 3
+    finally:
+        fsspec.filesystem("memory").rm("/vidistill-cli", recursive=True)

@@ -1,13 +1,16 @@
 """Command line: ``python -m vidistill.data.synthetic --out DIR [--seed N] [--num-train N] ...``,
-one flag per :class:`~vidistill.data.synthetic.config.SyntheticConfig` knob."""
+one flag per :class:`~vidistill.data.synthetic.config.SyntheticConfig` knob. ``--out`` may be an
+fsspec URL: the set is generated locally, then uploaded."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 import typing
 from pathlib import Path
 
+from vidistill.data.shards import is_url, upload_directory
 from vidistill.data.synthetic.cache import read_metadata
 from vidistill.data.synthetic.config import SyntheticConfig
 from vidistill.data.synthetic.writer import generate
@@ -19,7 +22,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Generate the synthetic YouTube-8M dataset (official TFRecord format).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", required=True, help="directory to write (replaced if it exists)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="directory to write (replaced if it exists), or an fsspec URL (gs://, s3://, ...) "
+        "to upload the shards to",
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="writer processes (default: auto)"
     )
@@ -35,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> Path | str:
     """CLI entry point: ``python -m vidistill.data.synthetic --out DIR [--seed N] ...``."""
     args = _parser().parse_args(argv)
     knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)}
@@ -43,8 +51,15 @@ def main(argv: list[str] | None = None) -> Path:
         config = SyntheticConfig(**knobs)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    out = generate(args.out, config, progress=not args.no_progress, workers=args.workers)
-    meta = read_metadata(out)
+    if is_url(args.out):  # written here, then uploaded with synthetic.json last
+        with tempfile.TemporaryDirectory() as local:
+            directory = generate(local, config, progress=not args.no_progress, workers=args.workers)
+            meta = read_metadata(directory)
+            upload_directory(directory, args.out, last="synthetic.json")
+        out = args.out
+    else:
+        out = generate(args.out, config, progress=not args.no_progress, workers=args.workers)
+        meta = read_metadata(out)
     print(f"wrote synthetic YT8M dataset to {out} (config hash {meta['config_hash']})")
     for split, entry in meta["splits"].items():
         extra = f", {entry['rated_segments']} rated segments" if "rated_segments" in entry else ""
