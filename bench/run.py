@@ -7,6 +7,9 @@ these machines are shared and absolute timings drift by up to 2x between runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +23,7 @@ import training  # noqa: E402
 
 import inference  # noqa: E402
 import localization  # noqa: E402
+from vidistill.atomic import atomic_write  # noqa: E402
 from vidistill.configs import register_configs  # noqa: E402
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
@@ -40,13 +44,55 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed passes per measurement (best is kept)"
     )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        help="also write each section's output to SAVE/<section>.txt (the README's benchmark "
+        "section is generated from results/bench/)",
+    )
     args = parser.parse_args()
     register_configs()  # the sections compose conf/ as train.py does
     for name in args.sections or SECTIONS:
         print(f"\n== {name} ==", flush=True)
-        start = time.perf_counter()
-        SECTIONS[name](args)
-        print(f"({name}: {time.perf_counter() - start:.0f} s)")
+        output = io.StringIO()
+        with contextlib.redirect_stdout(_Tee(sys.stdout, output)):
+            start = time.perf_counter()
+            SECTIONS[name](args)
+            print(f"({name}: {time.perf_counter() - start:.0f} s)")
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            atomic_write(args.save / f"{name}.txt", _provenance() + output.getvalue())
+
+
+class _Tee(io.TextIOBase):
+    """Writes to several streams: the terminal and the section's saved copy."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def _provenance() -> str:
+    """Where a saved section's numbers come from: the commit, the machine, the torch threads."""
+    import platform
+
+    import torch
+
+    from vidistill.runs.training import git_commit
+
+    commit = (git_commit() or "unknown")[:7]
+    return (
+        f"commit {commit}; {platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads\n"
+    )
 
 
 if __name__ == "__main__":

@@ -186,6 +186,26 @@ def test_the_readme_results_are_the_committed_evidence():
     assert readme.readme_section(ROOT / "README.md") == readme.results_section(ROOT / "results")
 
 
+def test_readme_bench_section_is_generated_from_the_saved_bench_output(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "inference.txt").write_text("commit abc; x86_64\nnextvlad 6.36x\n")
+    (tmp_path / "bench" / "data.txt").write_text("records 5.2x\n")
+    page = tmp_path / "README.md"
+    page.write_text(
+        f"a\n{readme.BEGIN}\n{readme.END}\nb\n{readme.BENCH_BEGIN}\nold 9.9x\n{readme.BENCH_END}\nc\n"
+    )
+    readme.write_readme(page, tmp_path)
+    section = readme.readme_section(page, readme.BENCH_BEGIN, readme.BENCH_END)
+    assert "old" not in section and section.index("records 5.2x") < section.index("6.36x")
+    assert "`data` (bench/data.txt):\n\n```text\nrecords 5.2x\n```" in section
+    assert page.read_text().endswith(f"{readme.BENCH_END}\nc\n")
+
+
+def test_the_readme_benchmark_is_the_committed_bench_output():
+    section = readme.readme_section(ROOT / "README.md", readme.BENCH_BEGIN, readme.BENCH_END)
+    assert section == readme.bench_section(ROOT / "results")
+
+
 def test_every_claim_names_arms_of_its_studys_sweeps():
     for study in STUDIES.values():
         names = {sweep.name for sweep in study.sweeps}
