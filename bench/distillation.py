@@ -1,8 +1,10 @@
 """What distillation costs per training step, as ratios measured in one run.
 
-* ``model=mod`` (a tree of 4 x 3 NeXtVLADs with online distillation: BCE on every node, KL at
-  every level) against 12 training steps of one of its NeXtVLADs alone: the overhead of the
-  gates, the mixing and the distillation terms over the members' own work.
+* ``model=mix`` (3 NeXtVLADs) and ``model=mod`` (a tree of 4 x 3) with online distillation (BCE on
+  every node, KL at every level) against 3 and 12 training steps of one of their NeXtVLADs alone:
+  what running the leaves together saves, net of the gates, the mixing and the distillation
+  terms. Each tree is also timed member by member (every mixture placed on the CPU: the
+  model-parallel path, which runs members one by one), in the same interleaved passes.
 * The serial student (k frames; L_rep + L_pred + L_CE, with the frozen teacher's forward pass on
   all frames) against the teacher's own training step, and the student's inference (k frames)
   against the teacher's (all frames), the saving the fewer-frames paper is after.
@@ -24,6 +26,8 @@ from training import BATCH_SIZE, CONFIG_DIR, NUM_CLASSES, load_batches
 
 from vidistill.data import FrameSelection
 from vidistill.distill import LabelLoss
+from vidistill.models import Mixture, place
+from vidistill.models.mixture import leaves
 
 BATCHES = 3
 K = 30
@@ -48,6 +52,28 @@ def seconds_per_step(
     model: torch.nn.Module, objective: Callable, batches: list[dict], repeats: int
 ) -> float:
     """Best time of one training step (forward, objective, backward, Adam) over the batches."""
+    return interleaved_seconds_per_step({"model": (model, objective, batches)}, repeats)["model"]
+
+
+def interleaved_seconds_per_step(
+    runs: dict[str, tuple[torch.nn.Module, Callable, list[dict]]], repeats: int
+) -> dict[str, float]:
+    """Best time of one training step of each named (model, objective, batches); the runs take
+    turns pass after pass, so a drift in the machine's load touches them alike."""
+    steps = {name: _training_step(model, objective) for name, (model, objective, _) in runs.items()}
+    for name, (_, _, batches) in runs.items():
+        steps[name](batches[0])  # warm-up: allocations, oneDNN primitives
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, (_, _, batches) in runs.items():
+            start = time.perf_counter()
+            for batch in batches:
+                steps[name](batch)
+            best[name] = min(best[name], (time.perf_counter() - start) / len(batches))
+    return best
+
+
+def _training_step(model: torch.nn.Module, objective: Callable) -> Callable[[dict], None]:
     model.train()
     parameters = [
         p
@@ -63,14 +89,7 @@ def seconds_per_step(
         sum(objective(model(batch["frames"], batch["mask"]), batch).values()).backward()
         optimizer.step()
 
-    step(batches[0])  # warm-up: allocations, oneDNN primitives
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for batch in batches:
-            step(batch)
-        best = min(best, (time.perf_counter() - start) / len(batches))
-    return best
+    return step
 
 
 @torch.no_grad()
@@ -87,16 +106,43 @@ def seconds_per_inference(model: torch.nn.Module, batches: list[dict], repeats: 
 
 
 def mixture_overhead(batches: list[dict], repeats: int) -> None:
-    cfg = compose_run(["model=mod", "distill=online", "T=20"])
-    tree = instantiate(cfg.model.backbone)
-    leaf = instantiate(cfg.model.backbone.leaf)()
     full = [teacher_view(b) for b in batches]
-    tree_step = seconds_per_step(tree, instantiate(cfg.distill), full, repeats)
-    leaf_step = seconds_per_step(leaf, LabelLoss(), full, repeats)
-    members = len(list(tree.members)) * len(list(tree.members[0].members))
-    print(f"  model=mod step ({members} NeXtVLADs, online distillation T=20): {tree_step:.3f} s")
-    print(f"  one member alone (BCE):                                  {leaf_step:.3f} s")
-    print(f"  ratio mod step / ({members} x member step): {tree_step / (members * leaf_step):5.2f}")
+    for preset, target in (("mix", 0.9), ("mod", 0.8)):
+        cfg = compose_run([f"model={preset}", "distill=online", "T=20"])
+        tree = instantiate(cfg.model.backbone)
+        members = sum(1 for _ in leaves(tree))
+        times = interleaved_seconds_per_step(
+            {
+                "together": (tree, instantiate(cfg.distill), full),
+                "one by one": (
+                    one_by_one(instantiate(cfg.model.backbone)),
+                    instantiate(cfg.distill),
+                    full,
+                ),
+                "member": (instantiate(cfg.model.backbone.leaf)(), LabelLoss(), full),
+            },
+            repeats,
+        )
+        alone = members * times["member"]
+        print(
+            f"  model={preset} step ({members} NeXtVLADs, online distillation T=20): leaves "
+            f"together {times['together']:.3f} s, member by member {times['one by one']:.3f} s; "
+            f"one member alone (BCE) {times['member']:.3f} s"
+        )
+        print(
+            f"  ratio {preset} step / ({members} x member step): together "
+            f"{times['together'] / alone:5.2f} (target <= {target}), member by member "
+            f"{times['one by one'] / alone:5.2f}"
+        )
+
+
+def one_by_one(tree: Mixture) -> Mixture:
+    """``tree`` with every mixture placed on the CPU: the model-parallel path, on which each
+    mixture runs its members one after the other (the computation before leaves ran together)."""
+    for member in tree.members:
+        if isinstance(member, Mixture):
+            one_by_one(member)
+    return place(tree, ["cpu"] * len(tree.members))
 
 
 def student_against_teacher(batches: list[dict], repeats: int) -> None:

@@ -2,9 +2,11 @@
 
 Every preset trains on the same batches of real synthetic YT8M videos (decoded once, held in
 memory, so only the model is timed): forward, BCE, backward and an Adam step, as a training step
-of ``train.py`` does. NeXtVLAD's achieved GFLOP/s (its training step's matmul FLOPs, counted by
-torch's FlopCounterMode, over the step's time) is compared with a plain fp32 matmul measured in the
-same run: the fraction says how much of the machine's matmul speed the model's layers reach.
+of ``train.py`` does. NeXtVLAD's achieved GFLOP/s (the matmul FLOPs its training step executes,
+counted by torch's FlopCounterMode, over the step's time) is compared with a plain fp32 matmul
+measured in the same run: the fraction says how much of the machine's matmul speed the step
+reaches. (The FLOPs are those executed: an implementation that needs fewer for the same outputs
+gets no credit for the ones it saves.)
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
         f"{BATCHES} batches of {BATCH_SIZE} videos ({frames:.0f} valid of 300 frames on average), "
         f"{NUM_CLASSES} classes, {torch.get_num_threads()} threads"
     )
-    matmul = matmul_gflops(args.repeats)
+    matmul = matmul_gflops(args.repeats)  # measured again at the end: the best of both
     rates = {}
     for preset in PRESETS:
         rate, step_flops = examples_per_second(preset, batches, args.repeats)
@@ -104,8 +106,9 @@ def run(args: argparse.Namespace) -> None:
         )
         if preset == "nextvlad":
             nextvlad_gflops = step_flops / step_time / 1e9
+    matmul = max(matmul, matmul_gflops(args.repeats))
     print(f"  fp32 matmul {2048}^2: {matmul:.1f} GFLOP/s")
     print(
         f"  ratio NeXtVLAD training step vs matmul GFLOP/s: {nextvlad_gflops / matmul:5.2f}  "
-        "(target >= 0.4)"
+        "(target >= 0.6)"
     )

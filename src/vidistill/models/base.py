@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +46,20 @@ class Backbone(nn.Module):
         """Start every class at its prior (log-odds [C]) instead of p = 0.5."""
         self.classifier.initialize_output_bias(log_odds)
 
+    def together_key(self) -> Hashable | None:
+        """Backbones of one class with equal keys can compute their outputs on the same input in
+        one :meth:`forward_together` call (a mixture's members); None: this one runs alone."""
+        return None
+
+    @classmethod
+    def forward_together(
+        cls, backbones: Sequence[Backbone], frames: torch.Tensor, mask: torch.Tensor
+    ) -> list[BackboneOutput]:
+        """The outputs of ``backbones`` (of this class, equal :meth:`together_key`) on frames
+        [B, T, D] and mask [B, T], as their own forward passes give them, in order. (A class
+        that computes them together does not call the backbones' forward hooks.)"""
+        return [backbone(frames, mask) for backbone in backbones]
+
     def paper_flops_per_frame(self) -> int | None:
         """Multiply-adds per frame in the papers' convention: the frame-level layers of the rgb
         branch only (see :mod:`vidistill.models.flops`); None for a family the papers do not
@@ -54,8 +69,10 @@ class Backbone(nn.Module):
 
 def masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over valid frames: frames [B, T, D], mask [B, T] -> [B, D]; empty rows give 0."""
-    weights = mask.to(frames.dtype).unsqueeze(-1)
-    return (frames * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    weights = mask.to(frames.dtype).unsqueeze(1)  # [B, 1, T]
+    # A matmul reads the frames once; frames * weights would first write a copy of them.
+    total = torch.bmm(weights, frames).squeeze(1)  # [B, D]
+    return total / weights.sum(-1).clamp_min(1.0)
 
 
 def count_parameters(module: nn.Module) -> int:

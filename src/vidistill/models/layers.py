@@ -1,4 +1,5 @@
-"""Reusable layers of the papers' video models: frame packing, VLAD pooling, gating, classifiers.
+"""Reusable layers of the papers' video models: frame packing, NetVLAD pooling, BatchNorms run
+together, gating, classifiers (NeXtVLAD pooling: :mod:`vidistill.models.nextvlad_pooling`).
 
 Frame-level layers run on *packed* frames: the valid frames of a batch gathered into one
 ``[N, D]`` matrix (``N = mask.sum()``). Padding is then never computed on, which saves the
@@ -10,6 +11,7 @@ an output, in training or evaluation.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,68 +57,6 @@ def pool_modalities(
 # --------------------------------------------------------------------------------------------
 
 
-class NeXtVLADPooling(nn.Module):
-    """NeXtVLAD aggregation (Lin et al., 2018): packed frames [N, F] -> [B, d * K], d = lambda F / G.
-
-    Each frame is expanded to ``lambda * F`` and split into ``G`` groups of ``d`` dimensions; every
-    group is softly assigned to ``K`` shared clusters (BatchNorm, softmax) and weighted by a
-    sigmoid group attention; residuals to learned centres are summed over frames and groups,
-    L2-normalized per cluster (intra-normalization) and batch-normalized.
-
-    Parameters: ``F * lambda F + lambda F`` (expansion) ``+ (lambda F + 1) G`` (attention)
-    ``+ lambda F * G K + 2 G K`` (assignment, BN) ``+ d K`` (centres) ``+ 2 d K`` (output BN);
-    4,313,096 for the rgb branch of the papers (F 1024, K 128, G 8, lambda 2).
-    """
-
-    def __init__(
-        self,
-        feature_size: int,
-        clusters: int = 128,
-        groups: int = 8,
-        expansion: int = 2,
-        bn_momentum: float = TF_BN_MOMENTUM,
-        bn_eps: float = TF_BN_EPS,
-    ):
-        super().__init__()
-        if expansion * feature_size % groups:
-            raise ValueError(
-                f"NeXtVLAD needs expansion * feature_size ({expansion * feature_size}) divisible "
-                f"by groups ({groups})"
-            )
-        self.clusters, self.groups = clusters, groups
-        self.group_size = expansion * feature_size // groups
-        wide = expansion * feature_size
-        self.expand = nn.Linear(feature_size, wide)
-        self.attention = nn.Linear(wide, groups)
-        self.assign = nn.Linear(wide, groups * clusters, bias=False)
-        self.assign_bn = nn.BatchNorm1d(groups * clusters, eps=bn_eps, momentum=bn_momentum)
-        self.centers = nn.Parameter(torch.randn(1, self.group_size, clusters) / math.sqrt(wide))
-        self.output_bn = nn.BatchNorm1d(
-            self.group_size * clusters, eps=bn_eps, momentum=bn_momentum
-        )
-        nn.init.normal_(self.assign.weight, std=1 / math.sqrt(wide))
-
-    @property
-    def output_size(self) -> int:
-        return self.group_size * self.clusters
-
-    def forward(self, packed: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """packed [N, F] (see :func:`pack`), mask [B, T] -> [B, d * K]."""
-        g, k, d = self.groups, self.clusters, self.group_size
-        x = self.expand(packed)  # [N, lambda F]
-        attention = torch.sigmoid(self.attention(x))  # [N, G]
-        assignment = F.softmax(self.assign_bn(self.assign(x)).view(-1, g, k), dim=-1)
-        assignment = assignment * attention.unsqueeze(-1)  # [N, G, K]
-        # Back to videos; padded positions are zero and add nothing to the sums below.
-        batch, length = mask.shape
-        assignment = unpack(assignment, mask).view(batch, length * g, k)
-        grouped = unpack(x, mask).view(batch, length * g, d)
-        vlad = torch.bmm(assignment.transpose(1, 2), grouped).transpose(1, 2)  # [B, d, K]
-        vlad = vlad - assignment.sum(1, keepdim=True) * self.centers
-        vlad = F.normalize(vlad, dim=1)
-        return self.output_bn(vlad.reshape(batch, d * k))
-
-
 class NetVLADPooling(nn.Module):
     """NetVLAD aggregation as in the YT8M 2017 winner (Willow): packed frames [N, F] -> [B, F * K].
 
@@ -155,6 +95,47 @@ class NetVLADPooling(nn.Module):
         # flatten(1), not reshape(len(vlad), -1): a traced or exported graph keeps the batch
         # size free only if it is never read as a Python number.
         return F.normalize(vlad.flatten(1), dim=1)
+
+
+def batch_norm_together(norms: Sequence[nn.BatchNorm1d], x: torch.Tensor) -> torch.Tensor:
+    """M BatchNorms of C channels each, with the same settings (eps, momentum, affine, tracking,
+    training flag), as one: x [N, M * C] (norm m reads channels m C .. (m + 1) C) -> [N, M * C].
+
+    What each norm's own forward computes and updates (to float32 round-off): batch statistics
+    are per channel either way, and the running statistics updated on the concatenation are
+    copied back.
+    """
+    if len(norms) == 1:
+        return norms[0](x)
+    first = norms[0]  # the settings of all (see NeXtVLADPooling.together_key)
+    updating = first.training and first.track_running_stats
+    factor = 0.0 if first.momentum is None else first.momentum
+    if updating:
+        for norm in norms:
+            norm.num_batches_tracked.add_(1)
+        if first.momentum is None:  # cumulative average
+            factor = 1.0 / float(first.num_batches_tracked)
+
+    def joined(name: str) -> torch.Tensor | None:
+        if getattr(first, name) is None:
+            return None
+        return torch.cat([getattr(norm, name) for norm in norms])
+
+    # As nn.BatchNorm1d.forward: running statistics are read in evaluation, updated in training.
+    use_buffers = not first.training or first.track_running_stats
+    mean = joined("running_mean") if use_buffers else None
+    var = joined("running_var") if use_buffers else None
+    training = first.training or mean is None
+    weight, bias = joined("weight"), joined("bias")
+    output = F.batch_norm(x, mean, var, weight, bias, training, factor, first.eps)
+    if updating:  # F.batch_norm updated the concatenations: hand each norm its share
+        with torch.no_grad():
+            for norm, m, v in zip(
+                norms, mean.chunk(len(norms)), var.chunk(len(norms)), strict=True
+            ):
+                norm.running_mean.copy_(m)
+                norm.running_var.copy_(v)
+    return output
 
 
 # --------------------------------------------------------------------------------------------

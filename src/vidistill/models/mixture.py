@@ -4,6 +4,16 @@ A :class:`Mixture` is itself a backbone, so mixtures nest without special cases:
 three NeXtVLADs is MixNeXtVLAD, a mixture of four such mixtures is the paper's two-level
 MODNeXtVLAD, and deeper trees are built the same way (:func:`mixture_tree`).
 
+Members computed together: an unplaced tree runs its leaves in groups of one architecture (all
+twelve NeXtVLADs of MODNeXtVLAD at once), each group as one computation
+(``Backbone.forward_together``: for NeXtVLADs, the parameters of each layer stacked along a member
+axis at call time, the shared frames packed once), then mixes bottom-up with every gate reading
+one shared mean of the frames. The modules, their parameter names, checkpoints, :func:`subtree`
+and export are the same as for a tree run member by member, and so are the outputs, gradients
+and BatchNorm statistics (to float32 round-off; dropout draws in the same order as long as all
+leaves form one group). A placed mixture runs its members one by one (each unplaced sub-mixture
+still runs its own leaves together).
+
 Model parallelism (:func:`place`), as in the MOD paper: each member of a mixture (each sub-tree)
 lives on a device of its own and sees the same full batch. The mixture's own gate stays with the
 rest of the model, on the device of the input (the "home" device); :meth:`Mixture.forward` sends
@@ -25,7 +35,7 @@ fills, so a checkpoint of a placed model loads into an unplaced one and vice ver
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -83,19 +93,41 @@ class Mixture(Backbone):
         ``embedding`` and ``intermediate`` tensors stay on the member's device: nothing reads
         them across members, and moving them would only add traffic.
         """
-        weights = F.softmax(self.gate(self.gate_bn(masked_mean(frames, mask))), dim=-1)
-        if self.placement is None:
+        mean = masked_mean(frames, mask)  # [B, D], what every gate reads
+        if not _places_members(self):  # the leaves may run together (see the module docstring)
+            return self._assemble(mean, iter(_run_together(list(leaves(self)), frames, mask)))
+        if self.placement is None:  # only sub-mixtures are placed: each moves its members' inputs
             outputs = [member(frames, mask) for member in self.members]
-            embeddings = [out.embedding for out in outputs]
-        else:
-            home = frames.device
-            outputs, embeddings = [], []
-            # Launches are asynchronous on CUDA, so the members run concurrently on their
-            # devices as far as their own kernels let the host go on.
-            for member, device in zip(self.members, self.placement, strict=True):
-                out = member(_move(frames, device), _move(mask, device))
-                outputs.append(_logits_to(out, home))
-                embeddings.append(_move(out.embedding, home))
+            return self._mix(mean, outputs, [out.embedding for out in outputs])
+        home = frames.device
+        outputs, embeddings = [], []
+        # Launches are asynchronous on CUDA, so the members run concurrently on their
+        # devices as far as their own kernels let the host go on.
+        for member, device in zip(self.members, self.placement, strict=True):
+            out = member(_move(frames, device), _move(mask, device))
+            outputs.append(_logits_to(out, home))
+            embeddings.append(_move(out.embedding, home))
+        return self._mix(mean, outputs, embeddings)
+
+    def _assemble(
+        self, mean: torch.Tensor, leaf_outputs: Iterator[BackboneOutput]
+    ) -> BackboneOutput:
+        """This mixture's output from the outputs of its leaves, taken from ``leaf_outputs`` in
+        :func:`leaves` order."""
+        outputs = [
+            member._assemble(mean, leaf_outputs)
+            if isinstance(member, Mixture)
+            else next(leaf_outputs)
+            for member in self.members
+        ]
+        return self._mix(mean, outputs, [out.embedding for out in outputs])
+
+    def _mix(
+        self, mean: torch.Tensor, outputs: list[BackboneOutput], embeddings: list[torch.Tensor]
+    ) -> BackboneOutput:
+        """Gate the members' logits: mean frames [B, D], the members' outputs and embeddings
+        [B, E_m] (on this mixture's device) -> this mixture's output."""
+        weights = F.softmax(self.gate(self.gate_bn(mean)), dim=-1)  # [B, N]
         logits = torch.stack([out.logits for out in outputs], 1)  # [B, N, C]
         return BackboneOutput(
             logits=(weights.unsqueeze(-1) * logits).sum(1),
@@ -273,3 +305,42 @@ def _logits_to(output: BackboneOutput, device: torch.device) -> BackboneOutput:
         logits=_move(output.logits, device),
         members=[_logits_to(member, device) for member in output.members],
     )
+
+
+def leaves(node: Backbone) -> Iterator[Backbone]:
+    """The backbones at the leaves of a mixture tree, depth first."""
+    if isinstance(node, Mixture):
+        for member in node.members:
+            yield from leaves(member)
+    else:
+        yield node
+
+
+def _places_members(node: Backbone) -> bool:
+    """Whether any mixture of the tree under ``node`` (itself included) is placed."""
+    return isinstance(node, Mixture) and (
+        node.placement is not None or any(_places_members(member) for member in node.members)
+    )
+
+
+def _run_together(
+    backbones: list[Backbone], frames: torch.Tensor, mask: torch.Tensor
+) -> list[BackboneOutput]:
+    """The outputs of ``backbones`` on the same input, in order: backbones of one class and
+    equal :meth:`~Backbone.together_key` run as one computation (``forward_together``), the
+    others alone. Mixtures of leaves of one architecture thus run them all together."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, backbone in enumerate(backbones):
+        key = backbone.together_key()
+        group = ("alone", index) if key is None else (type(backbone), key)
+        groups.setdefault(group, []).append(index)
+    outputs: list[BackboneOutput | None] = [None] * len(backbones)
+    for indices in groups.values():
+        members = [backbones[index] for index in indices]
+        if len(members) == 1:  # its own forward, hooks included
+            results = [members[0](frames, mask)]
+        else:
+            results = type(members[0]).forward_together(members, frames, mask)
+        for index, result in zip(indices, results, strict=True):
+            outputs[index] = result
+    return outputs

@@ -7,6 +7,8 @@ gating and a classifier (logistic in the papers).
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 import torch
 from torch import nn
 
@@ -15,11 +17,11 @@ from vidistill.models.base import Backbone, BackboneOutput
 from vidistill.models.layers import (
     TF_BN_EPS,
     TF_BN_MOMENTUM,
-    NeXtVLADPooling,
     SEContextGating,
     build_classifier,
-    pool_modalities,
+    pack,
 )
+from vidistill.models.nextvlad_pooling import NeXtVLADPooling, pool_together
 
 
 class NeXtVLAD(Backbone):
@@ -72,7 +74,31 @@ class NeXtVLAD(Backbone):
         return self.video.expand.in_features * wide + wide * assign + self.video.clusters * wide
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
-        pooled = pool_modalities(frames, mask, self.video, self.audio, self.rgb_size)
+        return self.forward_together([self], frames, mask)[0]
+
+    def together_key(self) -> Hashable:
+        """NeXtVLADs whose rgb and audio layers have equal keys pool together (the heads, which
+        cost little, run one by one and may differ)."""
+        return (type(self), self.rgb_size, self.video.together_key(), self.audio.together_key())
+
+    @classmethod
+    def forward_together(
+        cls, backbones: Sequence[NeXtVLAD], frames: torch.Tensor, mask: torch.Tensor
+    ) -> list[BackboneOutput]:
+        """The outputs of NeXtVLADs of equal :meth:`together_key` on the same frames [B, T, D]
+        and mask [B, T]: the frames are packed once, each branch's layers pool together
+        (:func:`~vidistill.models.nextvlad_pooling.pool_together`), then each head runs."""
+        x = pack(frames, mask)
+        rgb = backbones[0].rgb_size
+        video = pool_together([b.video for b in backbones], x[:, :rgb], mask)  # [B, M, P_v]
+        audio = pool_together([b.audio for b in backbones], x[:, rgb:], mask)  # [B, M, P_a]
+        return [
+            backbone.head(torch.cat([video[:, m], audio[:, m]], 1))
+            for m, backbone in enumerate(backbones)
+        ]
+
+    def head(self, pooled: torch.Tensor) -> BackboneOutput:
+        """pooled [B, P_video + P_audio] -> logits [B, C], embedding [B, H]."""
         embedding = self.gating(self.hidden_bn(self.hidden(self.dropout(pooled))))
         return BackboneOutput(
             logits=self.classifier(embedding),

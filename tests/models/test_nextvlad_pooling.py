@@ -1,0 +1,154 @@
+"""The NeXtVLAD layer, run alone or several together, against its definition
+(``model_reference.reference_pooling``): outputs, gradients and BatchNorm statistics to 1e-5 in
+each code path (training with gradients, without gradients, evaluation, a traced graph)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from model_reference import assert_close, assert_same_state, reference_pooling
+from vidistill.models.layers import batch_norm_together, pack
+from vidistill.models.nextvlad_pooling import (
+    NeXtVLADPooling,
+    _padded_sums,
+    _SharedInputProducts,
+    per_video_sums,
+    pool_together,
+)
+
+
+def frames(lengths: list[int], size: int = 24, seed: int = 0):
+    """Packed frames [N, size] of videos of ``lengths`` (padded to the longest plus 2), mask."""
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.arange(max(lengths) + 2) < torch.tensor(lengths)[:, None]
+    videos = torch.randn(len(lengths), mask.shape[1], size, generator=generator) * 2
+    return pack(videos, mask), mask
+
+
+def layer(seed: int = 0, **settings) -> NeXtVLADPooling:
+    torch.manual_seed(seed)
+    settings = {"clusters": 4, "groups": 2, "expansion": 2, "bn_momentum": 0.1, **settings}
+    pooling = NeXtVLADPooling(24, **settings)
+    with torch.no_grad():  # BatchNorms away from their identity start, so they are tested
+        for norm in (pooling.assign_bn, pooling.output_bn):
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.5, 0.5)
+            norm.running_mean.uniform_(-0.2, 0.2)
+            norm.running_var.uniform_(0.5, 2.0)
+    return pooling
+
+
+@pytest.mark.parametrize("lengths", [[5, 9, 2, 7], [3, 0, 4]], ids=["full", "empty video"])
+@pytest.mark.parametrize("expansion", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_training_step_matches_the_definition(lengths, expansion, dtype):
+    """With gradients (the composed-weights path): outputs, every gradient, the BatchNorm
+    statistics and batch counts."""
+    packed, mask = frames(lengths)
+    packed = packed.to(dtype)
+    new = layer(expansion=expansion).train().to(dtype)
+    old = copy.deepcopy(new)
+    weights = torch.randn(len(lengths), new.output_size, dtype=dtype)  # reads every output
+    got, expected = new(packed, mask), reference_pooling(old, packed, mask)
+    assert_close(got, expected)
+    (got * weights).sum().backward()
+    (expected * weights).sum().backward()
+    assert_same_state(new, old)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_without_gradients_matches_the_definition(training):
+    """Evaluation, and training mode without gradients (the plain path; statistics update)."""
+    packed, mask = frames([5, 9, 2, 7])
+    new = layer().train(training)
+    old = copy.deepcopy(new)
+    with torch.no_grad():
+        assert_close(new(packed, mask), reference_pooling(old, packed, mask))
+    assert_same_state(new, old)
+
+
+def test_layers_pooled_together_match_each_layer_alone():
+    packed, mask = frames([5, 9, 2, 7])
+    together = [layer(seed) for seed in range(3)]
+    alone = copy.deepcopy(together)
+    weights = torch.randn(4, 3, together[0].output_size)
+    got = pool_together(together, packed, mask)
+    expected = torch.stack([reference_pooling(m, packed, mask) for m in alone], 1)
+    assert_close(got, expected)
+    (got * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for new, old in zip(together, alone, strict=True):
+        assert_same_state(new, old)
+    with torch.no_grad():
+        assert_close(
+            pool_together([m.eval() for m in together], packed, mask),
+            torch.stack([reference_pooling(m.eval(), packed, mask) for m in alone], 1),
+        )
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+def test_a_traced_layer_keeps_batch_and_frames_free():
+    """Under tracing the aggregation takes the padded form; the graph then serves other batch
+    sizes and frame counts, as export needs."""
+    pooling = layer().eval()
+    packed, mask = frames([5, 9, 2])
+    traced = torch.jit.trace(pooling, (packed, mask), check_trace=False)
+    for lengths in ([3, 1], [8, 0, 6, 6, 2]):
+        other, other_mask = frames(lengths, seed=1)
+        torch.testing.assert_close(traced(other, other_mask), pooling(other, other_mask))
+
+
+def test_per_video_sums_and_their_gradients_are_exact():
+    """The hand-written backward pass, by finite differences, with an empty video; the padded
+    form (traced graphs) gives the same sums."""
+    mask = torch.arange(4) < torch.tensor([3, 0, 4, 1])[:, None]
+    a = torch.randn(2, 8, 3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 8, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, v: per_video_sums(a, v, mask), (a, v))
+    products, sums = per_video_sums(a, v, mask)
+    padded_products, padded_sums = _padded_sums(a, v, mask)
+    torch.testing.assert_close(products, padded_products)
+    torch.testing.assert_close(sums, padded_sums)
+    torch.testing.assert_close(sums[2, 1], a[1, 3:7].sum(0))  # video 2: packed frames 3..6
+
+
+def test_shared_input_products_are_each_layer_and_their_gradients_are_exact():
+    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    expected = torch.stack([x @ w.t() for w in weight])
+    torch.testing.assert_close(_SharedInputProducts.apply(x, weight), expected)
+    assert torch.autograd.gradcheck(_SharedInputProducts.apply, (x, weight))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"momentum": 0.1},
+        {"momentum": None},
+        {"momentum": 0.1, "track_running_stats": False},
+        {"momentum": 0.1, "affine": False},
+    ],
+    ids=["ema", "cumulative", "untracked", "no affine"],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norms_together_are_the_norms_one_by_one(settings, training):
+    torch.manual_seed(0)
+    norms = [nn.BatchNorm1d(3, **settings).train(training) for _ in range(3)]
+    for norm in norms:
+        for tensor in (norm.weight, norm.bias, norm.running_mean):
+            if tensor is not None:
+                nn.init.uniform_(tensor, -1, 1)
+        if norm.num_batches_tracked is not None:
+            norm.num_batches_tracked.fill_(4)
+    alone = copy.deepcopy(norms)
+    x = torch.randn(6, 9) * 3 + 1
+    for _ in range(2):  # the second call reads what the first updated
+        got = batch_norm_together(norms, x)
+        expected = torch.cat([norm(x[:, 3 * m : 3 * m + 3]) for m, norm in enumerate(alone)], 1)
+        assert_close(got, expected)
+    for new, old in zip(norms, alone, strict=True):
+        assert_same_state(new, old)
