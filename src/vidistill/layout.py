@@ -8,7 +8,8 @@ directory holds::
     checkpoints/final.ckpt     the weights of a run whose trainer kept no checkpoint
     hpc_ckpt_<n>.ckpt          Lightning's checkpoint before a SLURM requeue
     .hydra/overrides.yaml      the job's command-line overrides (Hydra)
-    teacher/  pretrained/      runs trained first for this one (a single run's own)
+    teacher/  pretrained/      runs trained first for this one (a single run's own;
+                               teacher0/, teacher1/... with several teachers)
 
 and a multirun's directory shares ``teachers/<name>`` and ``pretrained/<name>`` between jobs.
 """
@@ -35,6 +36,9 @@ PRETRAINED_DIR = "pretrained"
 SHARED_TEACHERS_DIR = "teachers"
 SHARED_PRETRAINED_DIR = "pretrained"
 HYDRA_DIR = ".hydra"
+# The repository's Hydra config tree (conf/), for code that composes a preset by name; this file
+# is src/vidistill/layout.py.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 OVERRIDES_FILE = "overrides.yaml"
 PREDICTIONS_FILE = "predictions.csv"
 

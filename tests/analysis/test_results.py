@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from hydra_helpers import run_sweep
-from vidistill.analysis import results
+from vidistill.analysis import costs, results
 from vidistill.analysis.results import collect, main, to_markdown
 
 NAN = float("nan")
@@ -131,13 +131,13 @@ def test_flops_at_the_frames_each_run_sees(tmp_path):
         config = {"model": {"backbone": backbone}, "data": data_config}
         write_run(tmp_path / name, metrics={}, config=config)
     write_run(tmp_path / "5", ["k=5"])  # crashed: nothing to count
-    results._count_flops.cache_clear()
+    costs._count_flops.cache_clear()
     frame = collect(tmp_path, flops=True)
     paper = [value / (1024 * 8) for value in frame["flops_paper"].dropna()]
     assert paper == [5, 5, 12, 3, 5]
     assert frame["flops_total"].iloc[:5].gt(frame["flops_paper"].iloc[:5]).all()
     assert frame["flops_total"].isna().tolist() == [False] * 5 + [True]
-    assert results._count_flops.cache_info().misses == 3  # (backbone, 5), (.., 12), (.., 3)
+    assert costs._count_flops.cache_info().misses == 3  # (backbone, 5), (.., 12), (.., 3)
 
 
 def test_to_markdown():

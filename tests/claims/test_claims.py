@@ -186,6 +186,20 @@ def test_the_readme_results_are_the_committed_evidence():
     assert readme.readme_section(ROOT / "README.md") == readme.results_section(ROOT / "results")
 
 
+def test_the_readme_beyond_section_is_the_committed_evidence(tmp_path):
+    section = readme.readme_section(ROOT / "README.md", readme.BEYOND_BEGIN, readme.BEYOND_END)
+    assert section == readme.beyond_section(ROOT / "results")
+    (tmp_path / "beyond").mkdir()
+    (tmp_path / "beyond" / "claims.md").write_text("# Claims: beyond\n\nlearned 0.5\n")
+    page = tmp_path / "README.md"
+    page.write_text(
+        f"{readme.BEGIN}\n{readme.END}\nb\n{readme.BEYOND_BEGIN}\nold\n{readme.BEYOND_END}\n"
+    )
+    readme.write_readme(page, tmp_path)
+    section = readme.readme_section(page, readme.BEYOND_BEGIN, readme.BEYOND_END)
+    assert section == "### Claims: beyond\n\nlearned 0.5\n"
+
+
 def test_readme_bench_section_is_generated_from_the_saved_bench_output(tmp_path):
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "inference.txt").write_text("commit abc; x86_64\nnextvlad 6.36x\n")

@@ -138,9 +138,9 @@ def test_representation_projection_only_when_sizes_differ():
     same, other = RepresentationLoss(), RepresentationLoss()
     same.attach(small_nextvlad(16), small_nextvlad(16))
     other.attach(small_nextvlad(8), small_nextvlad(16))
-    assert isinstance(same.projection, torch.nn.Identity)
-    assert isinstance(other.projection, torch.nn.Linear)
-    assert other.projection.weight.shape == (16, 8)
+    assert isinstance(same.projections[0], torch.nn.Identity)
+    assert isinstance(other.projections[0], torch.nn.Linear)
+    assert other.projections[0].weight.shape == (16, 8)
     with pytest.raises(ValueError, match="8 \\(student\\) and 16 \\(teacher\\)"):
         RepresentationLoss(projection=False).attach(small_nextvlad(8), small_nextvlad(16))
 
@@ -222,7 +222,7 @@ def test_frozen_teacher_stays_in_eval_mode_and_out_of_the_state_dict():
     reference = {k: v.clone() for k, v in teacher.state_dict().items()}
     model = VideoClassifier(small_nextvlad(), C, objective=strategy(teacher))
     model.train()
-    assert not model.objective.teacher.training and not teacher.training
+    assert not model.objective.teachers[0].training and not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
     assert not any(key.startswith("objective.teacher") for key in model.state_dict())
     saved = model.state_dict()
@@ -321,7 +321,7 @@ def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
 
     objective = strategy(small_nextvlad(16), parallel=True)
     model = VideoClassifier(small_nextvlad(8), C, objective=objective)
-    assert any(key.startswith("objective.terms.rep.projection") for key in model.state_dict())
+    assert any(key.startswith("objective.terms.rep.projections.0") for key in model.state_dict())
     config = {
         "_target_": "vidistill.lit.VideoClassifier",
         "num_classes": C,
@@ -346,17 +346,20 @@ def test_checkpoint_of_a_student_loads_without_the_objective(tmp_path):
         assert torch.equal(loaded.backbone.state_dict()[key], value)
 
 
-def test_objective_state_saved_under_the_former_name_losses_still_loads():
-    """Checkpoints written before the terms were renamed (``objective.losses.*``) resume."""
+def test_objective_state_saved_under_the_former_names_still_loads():
+    """Checkpoints written before the terms were renamed (``objective.losses.*``) and before
+    several teachers (one ``rep.projection``) resume."""
     saved = VideoClassifier(small_nextvlad(8), C, objective=strategy(small_nextvlad(16)))
     legacy = {
-        key.replace("objective.terms.", "objective.losses."): value
+        key.replace("objective.terms.", "objective.losses.").replace(
+            ".projections.0.", ".projection."
+        ): value
         for key, value in saved.state_dict().items()
     }
-    assert any(key.startswith("objective.losses.rep.projection") for key in legacy)
+    assert any(key.startswith("objective.losses.rep.projection.") for key in legacy)
     restored = VideoClassifier(small_nextvlad(8), C, objective=strategy(small_nextvlad(16)))
     restored.load_state_dict(legacy)
-    projection = "objective.terms.rep.projection.weight"
+    projection = "objective.terms.rep.projections.0.weight"
     assert torch.equal(restored.state_dict()[projection], saved.state_dict()[projection])
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hydra_helpers import NEXTVLAD, compose_config
-from vidistill.runs import evaluate, prerequisites, train
+from vidistill.runs import evaluate, teachers, train
 
 HRNN = ["model=hrnn", "model.backbone.lower_size=16", "model.backbone.upper_size=16"]
 ONE_EPOCH = ["trainer.max_epochs=1", "test=false"]
@@ -222,7 +222,7 @@ def test_resumed_parallel_run_matches_an_uninterrupted_one(tmp_path):
         torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         for run in ("straight", "interrupted")
     ]
-    assert any(key.startswith("objective.terms.rep.projection") for key in weights[0])
+    assert any(key.startswith("objective.terms.rep.projections.0") for key in weights[0])
     assert any(key.startswith("objective.teacher.") for key in weights[0])
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
@@ -237,7 +237,7 @@ def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
             tmp_path,
             ["distill=serial", f"distill.teacher.shared_dir={tmp_path / 'teachers'}", *overrides],
         )
-        path, shared = prerequisites.teacher_directory(cfg)
+        path, shared = teachers.teacher_directory(cfg)
         assert shared and path.parent == tmp_path / "teachers"
         return path
 
@@ -248,5 +248,5 @@ def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
     assert directory("data.num_workers=2") == base  # how data is read, not what
     for other in ("model.backbone.clusters=16", "seed=1", "data.generator.num_train=64"):
         assert directory(other) != base, other
-    single, shared = prerequisites.teacher_directory(compose_config(tmp_path, ["distill=serial"]))
+    single, shared = teachers.teacher_directory(compose_config(tmp_path, ["distill=serial"]))
     assert not shared and single == tmp_path / "run" / "teacher"

@@ -23,7 +23,6 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from scipy.stats import t as student_t
 
+from vidistill.analysis.costs import flops_of
 from vidistill.analysis.mlflow_store import is_mlflow_source, tracked_runs
 from vidistill.layout import (
     HYDRA_DIR,
@@ -440,39 +440,6 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
         text = value if isinstance(value, str) else line.partition("=")[2].strip()
         result[key] = "~" + text if override.is_delete() else text
     return result
-
-
-def flops_of(config: dict[str, Any]) -> dict[str, int | None]:
-    """FLOPs of the run's backbone at the frames it sees; {} without a model in the config."""
-    backbone = config.get("model", {}).get("backbone")
-    if backbone is None:
-        return {}
-    return _count_flops(json.dumps(backbone, sort_keys=True), _frames_seen(config["data"]))
-
-
-def _frames_seen(data: dict[str, Any]) -> int:
-    """Frames per example: 5-frame segments, one video-level frame, or what the sampler picks
-    from a video of ``max_frames`` frames (k for the k-frame samplers)."""
-    # Deferred: torch and the data layer load only when FLOPs are asked for.
-    from vidistill.data.frames import FrameSelection
-    from vidistill.features import SEGMENT_LENGTH
-
-    mode = data.get("mode", "frame")
-    if mode == "segment":
-        return SEGMENT_LENGTH
-    if mode == "video":
-        return 1
-    return FrameSelection.from_config(data).frames_per_video
-
-
-@cache
-def _count_flops(backbone_json: str, frames: int) -> dict[str, int | None]:
-    """Counted once per (backbone config, frames): a sweep over seeds repeats the same model."""
-    from hydra.utils import instantiate
-
-    from vidistill.models.flops import count
-
-    return count(instantiate(json.loads(backbone_json)), frames)
 
 
 def _cell(value: Any) -> str:

@@ -41,3 +41,22 @@ MOD_NOTES = (
     "cf63df1, after which its three seeds ran; no other arm runs that code.",
     *RESUMED_ACROSS_COMMITS,
 )
+
+BEYOND_NOTES = (
+    "Design, fixed before the runs: every student is the CPU NeXtVLAD preset with Uniform-k "
+    "frames or a learned selector, trained with the fewer-frames recipe of its study (3 epochs, "
+    "L_rep + L_pred + L_CE when distilled). The selector (conf/selector/audio.yaml) reads the "
+    "128-d audio of every frame and picks one frame in each of k equal bins; untrained, it "
+    "picks exactly Uniform-k's frames, so the learned-against-Uniform claims measure what "
+    "learning adds, and the control arm (its REINFORCE weight 0) separates that from the "
+    "sampling around Uniform-k's frames that training with a selector also brings.",
+    "Cost: the selector's multiply-adds over a 300-frame video are fewer than one frame of the "
+    "student's, so Uniform-k is the largest Uniform budget within the learned arm's total "
+    "(see the cost table); the learned arm also reads every frame's audio (128 bytes a frame) "
+    "and dequantizes only its k frames' rgb.",
+    "Teachers: the MOD comparison's two teachers, MODNeXtVLAD trained with online "
+    "distillation at T = 20 and one NeXtVLAD (the same objective, which for a single model is "
+    "its BCE), both see Uniform-30 frames like every video-level arm of the MOD study; the "
+    "several-teachers arm averages the probabilities of the all-frames NeXtVLAD, NetVLAD and "
+    "H-RNN teachers (equal weights), each compared with the student of that teacher alone.",
+)

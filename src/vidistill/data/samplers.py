@@ -13,6 +13,9 @@ Conventions, over the video's true length (not the padded axis the fewer-frames 
   per video at evaluation (the generator is seeded from the video id).
 * ``first`` / ``middle`` / ``last``: ``k`` consecutive frames at the start, centred on ``n // 2``
   (start ``(n - k) // 2``), or at the end.
+* ``learned``: every frame is read, and the model's learned selector picks ``k`` of them
+  (:mod:`vidistill.models.selection`; ``selector=audio``). Inference reads the selector's cheap
+  signal of every frame and dequantizes only the chosen frames.
 * ``first_middle_last``: ``k // 3`` frames from each of the three regions above; the remainder of
   ``k`` not divisible by 3 goes to the middle region.
 
@@ -194,6 +197,22 @@ class FirstMiddleLastSampler(FrameSampler):
         return np.concatenate(
             [np.arange(edge), np.arange(start, start + middle), np.arange(n - edge, n)]
         ).astype(np.int64)
+
+
+class LearnedSampler(FrameSampler):
+    """The model chooses: the data delivers every frame and the model's selector keeps ``k``."""
+
+    name = "learned"
+    needs_k = True
+
+    def output_frames(self, max_frames: int) -> int:
+        super().output_frames(max_frames)  # k must fit in max_frames
+        return max_frames
+
+    def __call__(self, n: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        if n <= 0:
+            raise ValueError(f"cannot sample frames from a video with {n} frames")
+        return np.arange(n, dtype=np.int64)
 
 
 def sampler_class(name: str) -> type[FrameSampler]:

@@ -9,14 +9,14 @@ from vidistill.distill.losses import (
     squared_error,
 )
 from vidistill.distill.strategies import LabelLoss, OnlineMixtureDistillation
-from vidistill.distill.teacher_student import (
+from vidistill.distill.teacher_student import TeacherStudentDistillation
+from vidistill.distill.teachers import FrozenTeacher, TeacherOutputs, teacher_representation
+from vidistill.distill.terms import (
     ClassificationLoss,
     DistillationTerm,
-    FrozenTeacher,
     IntermediateRepresentationLoss,
     PredictionLoss,
     RepresentationLoss,
-    TeacherStudentDistillation,
 )
 
 __all__ = [
@@ -29,10 +29,12 @@ __all__ = [
     "OnlineMixtureDistillation",
     "PredictionLoss",
     "RepresentationLoss",
+    "TeacherOutputs",
     "TeacherStudentDistillation",
     "bernoulli_kl",
     "multilabel_bce",
     "probability_mse",
     "softmax_kl",
     "squared_error",
+    "teacher_representation",
 ]

@@ -10,7 +10,9 @@ The exported model takes the frames as stored in YT8M TFRecords and returns prob
 Dequantization (the official formula) happens inside the graph, padding set to 0.0, so a server
 feeds the decoded bytes directly. The batch size B is free in both formats, and so is the number of
 frames T except for an unrolled recurrence (H-RNN: ``fixed_frames`` in the export record); a
-k-frame student is meant to be fed its own k frames (see ``frames`` in the record).
+k-frame student is meant to be fed its own k frames (see ``frames`` in the record), a student
+with a learned frame selector (``frames.sampler`` = ``learned``) every frame, from which the
+graph selects its k.
 """
 
 from __future__ import annotations
@@ -43,21 +45,28 @@ TOLERANCE = 1e-4
 
 class QuantizedInputModel(nn.Module):
     """A backbone behind the official dequantization and a sigmoid: uint8 frames [B, T, D] and
-    mask [B, T] -> probabilities [B, C]."""
+    mask [B, T] -> probabilities [B, C]. With a learned frame ``selector`` the inputs are every
+    frame of the videos, and the graph picks the k frames the backbone sees (each bin's best,
+    as in evaluation)."""
 
     def __init__(
         self,
         backbone: nn.Module,
         max_quantized_value: float = 2.0,
         min_quantized_value: float = -2.0,
+        selector: nn.Module | None = None,
     ):
         super().__init__()
         self.backbone = backbone
+        self.selector = selector
         self.scale, self.bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         values = frames.to(torch.float32) * self.scale + self.bias
         values = values * mask.unsqueeze(-1).to(torch.float32)
+        if self.selector is not None:
+            choice = self.selector(values, mask)
+            values, mask = choice.gather(values), choice.mask
         return torch.sigmoid(self.backbone(values, mask).logits)
 
 
@@ -84,7 +93,7 @@ def export(
     model, info = load_model(checkpoint)
     backbone = subtree(model.backbone, member)
     member = member_path(member) or None
-    wrapped = QuantizedInputModel(backbone).eval()
+    wrapped = QuantizedInputModel(backbone, selector=getattr(model, "selector", None)).eval()
     selection = FrameSelection.from_dict(info["data"]["frames"])
     length = frames or selection.frames_per_video
     fixed = any(getattr(module, "export_fixed_frames", False) for module in backbone.modules())

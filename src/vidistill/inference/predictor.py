@@ -28,6 +28,7 @@ from vidistill.atomic import atomic_write
 from vidistill.data.batching import dequantize_batch
 from vidistill.data.datasets import YT8MDataset
 from vidistill.data.frames import FrameSelection, config_keys
+from vidistill.data.quantization import dequantize
 from vidistill.data.samplers import setting_names
 from vidistill.devices import resolve_device
 from vidistill.inference.writers import open_prediction_file
@@ -81,14 +82,29 @@ class Predictor:
         self.member = list(path) if path else None
         self.device = resolve_device(device)
         self.backbone.to(self.device).eval()
+        # A learned frame selector (data.sampler=learned) picks the frames the backbone sees.
+        self.selector = getattr(model, "selector", None)
+        if self.selector is not None:
+            self.selector.to(self.device).eval()
         self.num_classes = info["data"]["num_classes"]
         self.mode = info["data"].get("mode", "frame")
         self.frames = frame_selection(self.checkpoint, info["data"]["frames"], frames or {})
 
     @torch.inference_mode()
     def probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Class probabilities [B, C] of dequantized frames [B, T, D] with mask [B, T]."""
+        """Class probabilities [B, C] of dequantized frames [B, T, D] with mask [B, T] (every
+        frame of the videos for a model with a learned selector, which picks its k)."""
+        if self.selector is not None:
+            choice = self.selector(frames, mask)
+            frames, mask = choice.gather(frames), choice.mask
+        return self._backbone_probabilities(frames, mask)
+
+    @torch.inference_mode()
+    def _backbone_probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.backbone(frames, mask).logits)
+
+    def _select(self, frames, mask, high, low):
+        return _select_frames(self.selector, frames, mask, high, low)
 
     def dataset(
         self,
@@ -133,11 +149,29 @@ class Predictor:
         for batch in loader:
             frames = batch["frames"].to(self.device, non_blocking=True)
             mask = batch["mask"].to(self.device, non_blocking=True)
+            if self.selector is not None:
+                frames, mask, lengths = self._select(frames, mask, high, low)
+            else:
+                lengths = batch["num_frames"]
             view = dequantize_batch(
-                {"frames": frames, "mask": mask, "num_frames": batch["num_frames"]}, high, low
+                {"frames": frames, "mask": mask, "num_frames": lengths}, high, low
             )
-            scores, classes = self.probabilities(view["frames"], mask).topk(k, dim=1)
+            scores, classes = self._backbone_probabilities(view["frames"], mask).topk(k, dim=1)
             yield TopK(batch["ids"], classes.cpu().numpy(), scores.float().cpu().numpy())
+
+
+@torch.inference_mode()
+def _select_frames(
+    selector: torch.nn.Module, frames: torch.Tensor, mask: torch.Tensor, high: float, low: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The selector's frames of a batch, still uint8: it reads the dequantized audio of every
+    frame (its cheap signal), and only the chosen frames go on to be dequantized. uint8 frames
+    [B, T, D] and mask [B, T] -> chosen frames uint8 [B, k, D], their mask [B, k], lengths [B]."""
+    start, stop = selector.columns
+    signal = dequantize(frames[..., start:stop], high, low)
+    signal.masked_fill_(~mask.unsqueeze(-1), 0.0)
+    choice = selector(signal, mask)
+    return choice.gather(frames), choice.mask, choice.mask.sum(1).cpu()
 
 
 def frame_selection(

@@ -14,6 +14,7 @@ from vidistill.distill import LabelLoss, multilabel_bce
 from vidistill.metrics import SegmentMAPAtK, video_metrics
 from vidistill.models.base import BackboneOutput
 from vidistill.models.mixture import place
+from vidistill.models.selection import FrameChoice, agreement_reward
 
 TASKS = ("video", "segment")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -60,6 +61,11 @@ class VideoClassifier(pl.LightningModule):
             ``test/gap_ci_high`` (0: not computed).
         bootstrap_seed: seeds the resamples; fixed, so every model of a comparison is scored on
             the same resamples of one test set.
+        selector: a learned frame selector (:mod:`vidistill.models.selection`) that picks the k
+            frames the backbone sees from every frame of the batch (``data.sampler=learned``).
+            It is trained with the backbone by REINFORCE (the ``selector`` loss term), rewarded
+            by the agreement of the backbone's prediction with the teacher's probabilities
+            under distillation (``batch["teacher_probabilities"]``), with the labels without.
     """
 
     def __init__(
@@ -80,13 +86,19 @@ class VideoClassifier(pl.LightningModule):
         dropout: float | None = None,
         bootstrap_resamples: int = 1000,
         bootstrap_seed: int = 0,
+        selector: nn.Module | None = None,
     ):
         super().__init__()
         if placement is not None:  # plain strings: checkpoints hold no config objects
             placement = [str(device) for device in placement]
-        self.save_hyperparameters(ignore=["backbone", "optimizer", "objective"], logger=False)
+        self.save_hyperparameters(
+            ignore=["backbone", "optimizer", "objective", "selector"], logger=False
+        )
         if task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        if selector is not None and task != "video":
+            raise ValueError("a learned frame selector needs video-level training (task=video)")
+        self.selector = selector
         self.backbone = backbone if placement is None else place(backbone, placement)
         if dropout is not None:
             for module in self.backbone.modules():
@@ -142,11 +154,23 @@ class VideoClassifier(pl.LightningModule):
                         state[key] = value.to(parameter.device)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> BackboneOutput:
-        return self.backbone(frames, mask)
+        """frames [B, T, D], mask [B, T] -> the backbone's output (on the selector's k frames
+        of each video when there is a selector)."""
+        return self._predict(frames, mask)[0]
+
+    def _predict(
+        self, frames: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[BackboneOutput, FrameChoice | None]:
+        if self.selector is None:
+            return self.backbone(frames, mask), None
+        choice = self.selector(frames, mask)
+        return self.backbone(choice.gather(frames), choice.mask), choice
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        output = self(batch["frames"], batch["mask"])
+        output, choice = self._predict(batch["frames"], batch["mask"])
         terms = self.objective(output, batch)
+        if choice is not None:
+            terms["selector"] = self._selector_term(output, choice, batch)
         loss = sum(terms.values())
         if not torch.isfinite(loss):  # one check per step; the culprit is looked up only then
             name, value = next(
@@ -165,6 +189,13 @@ class VideoClassifier(pl.LightningModule):
             # paper plots.
             self.log("train/l2", self._classifier_penalty(), batch_size=size)
         return loss
+
+    def _selector_term(self, output: BackboneOutput, choice: FrameChoice, batch: dict):
+        """The selector's REINFORCE term; its reward, the mean agreement, is logged."""
+        target = batch.get("teacher_probabilities", batch["labels"])
+        reward = agreement_reward(output.logits, target)
+        self.log("train/selector_reward", reward.mean(), batch_size=len(batch["ids"]))
+        return self.selector.reinforce_loss(choice, reward)
 
     @torch.no_grad()
     def _classifier_penalty(self) -> torch.Tensor:

@@ -13,17 +13,14 @@ module reads them through Hydra, so a preset built on another (``mod`` on ``mix`
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from vidistill.layout import CONFIG_DIR
 from vidistill.models.base import Backbone
-
-# conf/ of the checkout this package runs from (src/vidistill/models/ -> the repository root).
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def build_backbone(name: str, num_classes: int, **overrides: Any) -> Backbone:

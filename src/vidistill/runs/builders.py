@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from vidistill.data.frames import teacher_view
@@ -59,17 +59,42 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def build_objective(cfg: DictConfig) -> Any:
     """The training objective of ``cfg.distill``. A teacher-student objective gets its teacher
-    backbone: from ``distill.teacher.checkpoint`` (whose weights must fit
-    ``distill.teacher.model`` when that is set), else built from ``distill.teacher.model`` or,
-    when null, the student's own ``model`` config."""
-    if "teacher" not in cfg.distill:
+    backbones (``distill.teacher``, or each of ``distill.teachers`` with its ``weight``; see
+    :mod:`vidistill.runs.teachers`), each from its ``checkpoint`` (whose weights must fit its
+    ``model`` when that is set), else built from its ``model`` or, when null, the student's
+    own ``model`` config."""
+    if "teacher" not in cfg.distill and "teachers" not in cfg.distill:
         return build(cfg.distill)
-    spec = cfg.distill.teacher
-    if spec is None:
-        return build(cfg.distill, teacher=None)  # the objective says what is missing
+    config = OmegaConf.to_container(cfg.distill, resolve=True)
+    # The specs become backbones, passed in their place.
+    several = bool(config.pop("teachers", None))
+    config.pop("teacher", None)
+    specs = teacher_specs(cfg.distill)
+    if not specs:
+        return build(config, teacher=None)  # the objective says what is missing
+    backbones = [_teacher_backbone(cfg, spec) for spec in specs]
+    if not several:
+        return build(config, teacher=backbones[0])
+    weights = [spec.get("weight") or 1.0 for spec in specs]
+    return build(config, teacher=backbones, teacher_weights=weights)
+
+
+def teacher_specs(distill: DictConfig) -> list[DictConfig]:
+    """The teachers of a distillation config: ``distill.teachers`` when given (a non-empty
+    list), else ``[distill.teacher]``; [] for an objective without teachers."""
+    teachers = distill.get("teachers")
+    if teachers:
+        if not isinstance(teachers, ListConfig):
+            raise ValueError(f"distill.teachers must be a list of teacher specs, got {teachers!r}")
+        return list(teachers)
+    spec = distill.get("teacher")
+    return [] if spec is None else [spec]
+
+
+def _teacher_backbone(cfg: DictConfig, spec: DictConfig) -> Any:
     model = spec.get("model")
     if spec.get("checkpoint") is None:
-        return build(cfg.distill, teacher=build((model or cfg.model).backbone))
+        return build((model or cfg.model).backbone)
     try:
         teacher, trained = load_backbone(
             spec.checkpoint, model.backbone if model is not None else None
@@ -77,7 +102,7 @@ def build_objective(cfg: DictConfig) -> Any:
     except ValueError as error:
         raise ValueError(f"distill.teacher.checkpoint: {error}") from None
     _warn_on_teacher_frames(spec.checkpoint, trained["data"]["frames"].get("sampler"), cfg)
-    return build(cfg.distill, teacher=teacher)
+    return teacher
 
 
 def start_from_pretrained(model: pl.LightningModule, path: str) -> None:

@@ -1,5 +1,5 @@
-"""Runs a run trains first: the teacher of serial distillation and the video-level model of
-segment finetuning. Each is trained once, in the run's own directory or, in a multirun, in a
+"""Runs a run trains first: the teachers of serial distillation (:mod:`vidistill.runs.teachers`)
+and the video-level model of segment finetuning. Each is trained once, in the run's own directory or, in a multirun, in a
 directory its jobs share (named by a hash of the run's config, locked while it trains), and
 reused while its record and checkpoint are there."""
 
@@ -22,14 +22,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from vidistill.data.frames import TEACHER_PREFIX, view_keys
 from vidistill.layout import (
     METRICS_FILE,
     PRETRAINED_DIR,
     SHARED_PRETRAINED_DIR,
-    SHARED_TEACHERS_DIR,
-    TEACHER_DIR,
-    last_checkpoint,
 )
 from vidistill.runs.builders import config_record, in_multirun
 from vidistill.runs.resume import AUTO
@@ -67,40 +63,6 @@ DEBUG_TRAINER_KEYS = (
 )
 
 
-def train_teacher_first(cfg: DictConfig, train_run: TrainRun) -> dict[str, Any]:
-    """Train the teacher of a serial distillation run (plain BCE on the teacher's frames) with
-    ``train_run``, or reuse the finished teacher run found in its directory (see
-    :func:`teacher_directory`); points ``cfg.distill.teacher.checkpoint`` at its best
-    checkpoint and returns its record."""
-    directory, shared = teacher_directory(cfg)
-    record = train_once(
-        directory, functools.partial(_teacher_run_config, cfg), train_run, shared, "teacher"
-    )
-    with open_dict(cfg):
-        cfg.distill.teacher.checkpoint = record["best_checkpoint"]
-    if cfg.get("ckpt_path") == "last" and not last_checkpoint(cfg.paths.output_dir).is_file():
-        log.info("ckpt_path=last: the run stopped while training the teacher; the student starts")
-        cfg.ckpt_path = None
-    return {
-        "directory": str(directory),
-        **{key: record[key] for key in ("metrics", "best_checkpoint", "epochs")},
-    }
-
-
-def teacher_directory(cfg: DictConfig) -> tuple[Path, bool]:
-    """Where a serial run's teacher is trained, and whether other runs share it:
-    ``distill.teacher.shared_dir`` (in a multirun, by default ``<sweep dir>/teachers``) holds
-    one directory per teacher (see :func:`_shared_directory`); a single run trains its own in
-    ``<run>/teacher``."""
-    return _shared_directory(
-        cfg,
-        functools.partial(_teacher_run_config, cfg),
-        cfg.distill.teacher.get("shared_dir"),
-        own=TEACHER_DIR,
-        shared=SHARED_TEACHERS_DIR,
-    )
-
-
 def train_pretrained_first(cfg: DictConfig, train_run: TrainRun) -> dict[str, Any]:
     """Train this run's model on video-level labels first (``pretrain.enabled``), or reuse
     the one found in its directory; points ``cfg.pretrained`` at its best checkpoint and
@@ -113,7 +75,7 @@ def train_pretrained_first(cfg: DictConfig, train_run: TrainRun) -> dict[str, An
     one) or else ``<run>/pretrained``.
     """
     run_config = functools.partial(_pretraining_run_config, cfg)
-    directory, shared = _shared_directory(
+    directory, shared = shared_directory(
         cfg,
         run_config,
         cfg.pretrain.get("shared_dir"),
@@ -203,7 +165,7 @@ def _usable_record(path: Path) -> bool:
     return True
 
 
-def _shared_directory(
+def shared_directory(
     cfg: DictConfig,
     run_config: Callable[[Path], DictConfig],
     shared_dir: str | None,
@@ -264,44 +226,3 @@ def _exclusive(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.lockf(handle, fcntl.LOCK_UN)
-
-
-def needs_teacher_run(cfg: DictConfig) -> bool:
-    spec = cfg.distill.get("teacher")
-    return (
-        spec is not None
-        and not cfg.distill.get("parallel", False)
-        and spec.get("checkpoint") is None
-    )
-
-
-def _view_as_own_frames(data: DictConfig, student: DictConfig) -> None:
-    """Make the student's teacher view (``teacher_sampler``, ``teacher_k``,
-    ``teacher_<setting>``) the teacher run's own frames, without a teacher view of its own.
-
-    Only keys the config has are set: the run's identity is a hash of its config, which must
-    stay that of the teachers already trained."""
-    for key in view_keys():
-        view = TEACHER_PREFIX + key
-        if key in data or view in data:
-            data[key] = student.get(view)
-        if view in data:
-            data[view] = None
-
-
-def _teacher_run_config(cfg: DictConfig, directory: Path) -> DictConfig:
-    """The student's run config turned into the teacher's: its model, all its frames, plain
-    BCE, its own directory; resumed from its last checkpoint when the student run resumes."""
-    teacher = copy.deepcopy(cfg)
-    with open_dict(teacher):
-        teacher.model = cfg.distill.teacher.model or cfg.model
-        teacher.distill = {"_target_": "vidistill.distill.LabelLoss"}
-        _view_as_own_frames(teacher.data, cfg.data)
-        teacher.paths.output_dir = str(directory)
-        for name in DISTILLATION_CALLBACKS:
-            if teacher.get("callbacks") and name in teacher.callbacks:
-                teacher.callbacks[name] = None
-        teacher.task_name = f"{cfg.task_name}/{TEACHER_DIR}"
-        # The teacher of a resumed student run resumes too, if it was interrupted.
-        teacher.ckpt_path = AUTO if cfg.get("ckpt_path") in ("last", AUTO) else None
-    return teacher

@@ -31,12 +31,13 @@ from vidistill.runs.builders import (
     instantiate_group,
     start_from_pretrained,
 )
-from vidistill.runs.prerequisites import (
-    needs_teacher_run,
-    train_pretrained_first,
-    train_teacher_first,
-)
+from vidistill.runs.prerequisites import train_pretrained_first
 from vidistill.runs.resume import finished_record, resume_callbacks, resume_path
+from vidistill.runs.teachers import (
+    expand_teacher_presets,
+    needs_teacher_run,
+    train_teachers_first,
+)
 from vidistill.runs.trackers import log_record, tracking
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,12 @@ def _prerequisites(
     """Train (or find) the teacher and the video-level model this run starts from; returns the
     checkpoint to resume and their records (``teacher``, ``pretrained``)."""
     records = {}
+    expand_teacher_presets(cfg)
     if needs_teacher_run(cfg) or cfg.pretrain.enabled:
         # Every setting of this run is checked before a run it depends on spends its epochs.
         build(cfg.model, objective=build_objective(cfg))
     if needs_teacher_run(cfg):
-        records["teacher"] = train_teacher_first(cfg, train_run)
+        records.update(train_teachers_first(cfg, train_run))
     ckpt_path = resume_path(cfg, overrides)
     if ckpt_path is None and cfg.get("pretrained") is None and cfg.pretrain.enabled:
         records["pretrained"] = train_pretrained_first(cfg, train_run)
