@@ -193,3 +193,15 @@ def test_a_selector_student_exports_with_its_selection(selector_student, tmp_pat
     reference = QuantizedInputModel(model.backbone, selector=model.selector).eval()
     with torch.no_grad():
         torch.testing.assert_close(scripted(frames, short), reference(frames, short))
+
+
+def test_an_hrnn_student_with_a_selector_and_a_teacher(tmp_path):
+    """The selector works for any backbone: an H-RNN over exactly its k chosen frames."""
+    hrnn = ["model=hrnn", "model.backbone.lower_size=16", "model.backbone.upper_size=16"]
+    cfg = compose_config(
+        tmp_path, [*hrnn, "selector=audio", "k=10", "distill=serial", "trainer.max_epochs=1"]
+    )
+    train(cfg)
+    record = record_of(tmp_path / "run")
+    assert record["config"]["data"]["sampler"] == "learned"
+    assert 0 < record["metrics"]["test/gap"] <= 1

@@ -245,7 +245,8 @@ def test_a_shared_teacher_is_named_by_what_it_depends_on(tmp_path):
     assert directory("k=30", "distill.weights.pred=0.01", "T=5") == base
     # the two-stage losses add a loss schedule, a student's callback the teacher runs without
     assert directory("losses=rep") == directory("losses=pred_ce") == base
-    assert directory("data.num_workers=2") == base  # how data is read, not what
+    for loading in ("data.num_workers=2", "data.pin_memory=true", "data.prefetch_factor=4"):
+        assert directory(loading) == base  # how data is read, not what
     for other in ("model.backbone.clusters=16", "seed=1", "data.generator.num_train=64"):
         assert directory(other) != base, other
     single, shared = teachers.teacher_directory(compose_config(tmp_path, ["distill=serial"]))

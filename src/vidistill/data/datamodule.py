@@ -80,6 +80,11 @@ class YT8MDataModule(pl.LightningDataModule):
             student's view, the model being evaluated. Built once into :attr:`teacher_frames`.
         compression: ``gzip`` reads every shard as a gzip-compressed TFRecord; null reads
             gzip only for paths ending in ``.gz``.
+        pin_memory, persistent_workers: DataLoader options; ``"auto"`` turns them on when the
+            trainer runs on a CUDA device (``trainer=gpu``), off on the CPU, where pinned pages
+            buy nothing. Persistent workers need ``num_workers > 0`` and are off without.
+        prefetch_factor: batches each worker keeps ready (with ``num_workers > 0``; None: the
+            DataLoader's default).
         settings: the samplers' settings by name, as the data config gives them (``stride``;
             ``teacher_<setting>`` for the teacher's view); any other name is a TypeError.
 
@@ -107,7 +112,9 @@ class YT8MDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         seed: int = 0,
         on_corrupt: str = "raise",
-        pin_memory: bool = False,
+        pin_memory: bool | str = "auto",
+        persistent_workers: bool | str = "auto",
+        prefetch_factor: int | None = 2,
         dequantize_range: tuple[float, float] = (2.0, -2.0),
         index_cache: str | None = None,
         teacher_sampler: str | None = None,
@@ -218,9 +225,31 @@ class YT8MDataModule(pl.LightningDataModule):
             epoch=self._training_epoch,
             seed=h.seed,
             consumed=self._batches_trained if split == "train" else None,
-            num_workers=h.num_workers,
-            pin_memory=h.pin_memory,
+            **self.loader_options(),
         )
+
+    def loader_options(self) -> dict[str, Any]:
+        """The DataLoader's worker and transfer options, ``"auto"`` resolved for the trainer's
+        device. Lightning moves a batch to a CUDA device with ``non_blocking=True`` itself
+        (``move_data_to_device``), which overlaps the copy with compute only from pinned memory:
+        hence pinning there."""
+        h = self.hparams
+        # No trainer (a loader built on its own), or one that names no device: not CUDA.
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
+        on_cuda = isinstance(device, torch.device) and device.type == "cuda"
+
+        def resolve(value: bool | str) -> bool:
+            if value == "auto":
+                return on_cuda
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true, false or auto, got {value!r}")
+            return value
+
+        options = {"num_workers": h.num_workers, "pin_memory": resolve(h.pin_memory)}
+        if h.num_workers > 0:  # the DataLoader rejects both without workers
+            options["persistent_workers"] = resolve(h.persistent_workers)
+            options["prefetch_factor"] = h.prefetch_factor
+        return options
 
     def _training_epoch(self) -> int:
         # Epochs whose training pass has run, the count Lightning gives samplers: unlike

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -174,6 +175,8 @@ class YT8MDataset(IterableDataset):
         self.epoch = 0
         self.resume: list[int] | None = None
         self.first_reader = 0
+        # What set_epoch sets, in shared memory for persistent workers (share_pass_state).
+        self._shared_pass: torch.Tensor | None = None
         self.tag_batches = False
         self._index_files(index_cache)
         self.skip_counter = skip_counter
@@ -222,6 +225,18 @@ class YT8MDataset(IterableDataset):
         self.epoch = epoch
         self.resume = [int(batches) for batches in resume] if resume is not None else None
         self.first_reader = int(first_reader) % self.readers
+        if self._shared_pass is not None:
+            saved = self.resume is not None
+            values = [self.epoch, saved, self.first_reader, *(self.resume or [0] * self.readers)]
+            self._shared_pass.copy_(torch.tensor(values))
+
+    def share_pass_state(self) -> None:
+        """Keep what :meth:`set_epoch` sets in shared memory too (int64 [3 + readers]): a
+        persistent DataLoader worker keeps the copy of the dataset it started with, so it reads
+        every pass's epoch, resume position and first reader from there."""
+        if self._shared_pass is None:
+            self._shared_pass = torch.zeros(3 + self.readers, dtype=torch.int64).share_memory_()
+            self.set_epoch(self.epoch, self.resume, self.first_reader)
 
     def placement(self) -> tuple[int, int]:
         """(rank, world size): as given, else from ``torch.distributed`` (0, 1 outside DDP)."""
@@ -284,6 +299,9 @@ class YT8MDataset(IterableDataset):
             )
         if info is not None:
             _ignore_stop_signals()
+            if self._shared_pass is not None:  # this pass's state, set in the main process
+                self.epoch, saved, self.first_reader, *resume = self._shared_pass.tolist()
+                self.resume = resume if saved else None
         # The reader this process plays: its share of the records and its place in the order.
         reader = (self.first_reader + (0 if info is None else info.id)) % self.readers
         rank, world = self.placement()

@@ -108,6 +108,8 @@ class EpochLoader(DataLoader):
         generator = torch.Generator().manual_seed(seed)
         super().__init__(dataset, batch_size=None, generator=generator, **kwargs)
         dataset.tag_batches = True
+        if self.persistent_workers:  # workers that outlive a pass read the next pass's state
+            dataset.share_pass_state()
         self._epoch = epoch
         self._consumed = consumed
         self._pass: _Pass | None = None

@@ -272,6 +272,12 @@ class _PerVideoSums(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad, grad_sums):  # [B, M, K, D], [B, M, R, K]
         assignment, values = ctx.saved_tensors
+        # Under autocast (bf16-mixed) the forward's matmuls ran in bf16 on fp32 inputs, so the
+        # gradients come in bf16: one dtype for the out= matmuls below (autograd casts each
+        # returned gradient to its input's dtype). No copies outside autocast.
+        dtype = torch.promote_types(assignment.dtype, values.dtype)
+        assignment, values = assignment.to(dtype), values.to(dtype)
+        grad, grad_sums = grad.to(dtype), grad_sums.to(dtype)
         # Contiguous like the inputs, so that each video's block below is a view to write into.
         grad_assignment = (
             assignment.new_empty(assignment.shape) if ctx.needs_input_grad[0] else None

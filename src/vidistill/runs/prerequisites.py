@@ -47,6 +47,9 @@ RUN_IDENTITY = (
     "optimized_metric",
     "test",
 )
+# Data config keys that say how batches are loaded (processes, pinned memory, prefetch), not
+# which: runs differing only there train the same model.
+LOADER_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 # Callbacks (by their key under `callbacks`) that act on a distillation objective, so are left
 # out of the run that trains the teacher first.
 DISTILLATION_CALLBACKS = ("loss_schedule",)
@@ -193,7 +196,8 @@ def _run_name(run: DictConfig) -> str:
     and loggers)."""
     resolved = config_record(run)
     identity = {key: resolved[key] for key in RUN_IDENTITY if key in resolved}
-    identity["data"].pop("num_workers", None)
+    for key in LOADER_KEYS:  # how the data is read, not what
+        identity["data"].pop(key, None)
     # A callback switched off (the student's loss schedule, in a teacher's run) is no callback.
     identity["callbacks"] = {
         name: callback

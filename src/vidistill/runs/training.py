@@ -31,6 +31,7 @@ from vidistill.runs.builders import (
     instantiate_group,
     start_from_pretrained,
 )
+from vidistill.runs.compilation import compile_backbone
 from vidistill.runs.prerequisites import train_pretrained_first
 from vidistill.runs.resume import finished_record, resume_callbacks, resume_path
 from vidistill.runs.teachers import (
@@ -83,6 +84,8 @@ def train_run(cfg: DictConfig, overrides: list[str] | None) -> float | None:
         check_resume_compatible(model, ckpt_path)
     elif cfg.get("pretrained"):
         start_from_pretrained(model, cfg.pretrained)
+    if cfg.get("compile"):
+        compile_backbone(model, backend=cfg.get("compile_backend") or "inductor")
     trainer = build_trainer(cfg, _callbacks(cfg, overrides, datamodule.frames))
     if trainer.is_global_zero:  # before this run trains: on what, and where it all goes
         print(f"training on {describe_device(trainer)}")
