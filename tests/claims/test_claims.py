@@ -267,6 +267,8 @@ def test_cost_section_compares_a_student_with_its_teacher(tmp_path):
         in text
     )
     assert text.count("| not measured |") == 1
+    # uint8 features dequantized per 300-frame video: the student's 10 frames, the teacher's 300
+    assert f"| {10 * 1152 / 1e3:.1f} vs {300 * 1152 / 1e3:.1f} |" in text
 
     # Without the runs' checkpoints on this machine nothing is timed (and nothing invented).
     runs = evidence.read_runs(study, tmp_path)
@@ -278,7 +280,7 @@ def test_cost_section_compares_a_student_with_its_teacher(tmp_path):
     speed.write_speed(measured, tmp_path)
     assert speed.read_speed(tmp_path) == {"students: k=10": 3.5}
     evidence.build_evidence(study, tmp_path)
-    assert "x | 3.50x |\n" in (tmp_path / "claims.md").read_text()
+    assert " vs 345.6 | 3.50x |\n" in (tmp_path / "claims.md").read_text()
 
 
 def test_stopping_a_sweep_stops_its_whole_process_group(tmp_path):

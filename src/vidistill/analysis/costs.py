@@ -1,5 +1,6 @@
 """What a run costs per video: multiply-adds of its model at the frames it sees (a learned
-frame selector's included), counted once per model config and frame count."""
+frame selector's included), counted once per model config and frame count, and the feature
+bytes it dequantizes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ def flops_of(config: dict[str, Any]) -> dict[str, int | None]:
         counts["flops_selector"] = _selector_flops(json.dumps(selector, sort_keys=True), max_frames)
         counts["flops_total"] += counts["flops_selector"]
     return counts
+
+
+def bytes_dequantized(config: dict[str, Any]) -> int | None:
+    """Feature bytes a run's model dequantizes per ``max_frames`` video at inference (one byte a
+    feature): every feature of the frames it sees; with a learned selector, the audio of every
+    frame (what the selector reads) and the rgb of its k frames. None for segment and
+    video-level runs."""
+    from vidistill.features import AUDIO_SIZE, FEATURE_SIZE, RGB_SIZE
+
+    data = config.get("data", {})
+    if data.get("mode", "frame") != "frame":
+        return None
+    if (config.get("model") or {}).get("selector"):
+        return (data.get("max_frames") or 300) * AUDIO_SIZE + data["k"] * RGB_SIZE
+    return _frames_seen(data) * FEATURE_SIZE
 
 
 @cache

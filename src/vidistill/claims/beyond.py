@@ -152,9 +152,10 @@ BEYOND = Study(
     ),
     claims=(*_selection_claims(), *_teacher_claims()),
     cost=tuple(
-        (arm, "Uniform-k: the student alone")
+        (arm, f"{'learned' if arm.sweep.startswith('learned') else 'Uniform'}-{k}")
         for k in SELECTION_K
         for arm in (_learned(k, "serial"), _uniform(k, "serial"))
     ),
+    cost_reference="frames",
     notes=BEYOND_NOTES,
 )

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from vidistill.analysis.costs import bytes_dequantized
 from vidistill.analysis.results import (
     arm_columns,
     arm_values,
@@ -305,6 +306,8 @@ def cost_lines(
             f"{_giga(teacher['flops_paper'])} | {_giga(student['flops_total'])} vs "
             f"{_giga(teacher['flops_total'])} | "
             f"{teacher['flops_total'] / student['flops_total']:.1f}x | "
+            f"{_kilo(bytes_dequantized(record['config']))} vs "
+            f"{_kilo(bytes_dequantized(teacher_record['config']))} | "
             f"{_ratio(speedups.get(arm.label()))} |"
         )
     if not rows:
@@ -312,13 +315,15 @@ def cost_lines(
     return [
         "",
         "Cost per video, student vs its teacher (GFLOPs as multiply-adds; the teacher at 300 "
-        "frames, the papers' convention), and the student's measured end-to-end speed-up over "
+        "frames, the papers' convention; a learned selector's scoring of every frame is in "
+        "every layer's count), the feature bytes each dequantizes per 300-frame video (kB), "
+        "and the student's measured end-to-end speed-up over "
         "its teacher on the test split (`python -m vidistill.claims speed <study>`, "
         f"{SPEED_FILE}; shards to top-20 CSV, best of alternating passes, seed 0's checkpoints):",
         "",
-        "| student | paper (Table 3) | papers' convention | every layer | ratio (every layer) "
-        "| measured speed-up |",
-        "|---|---|---|---|---:|---:|",
+        f"| student | {study.cost_reference} | papers' convention | every layer | ratio (every "
+        "layer) | kB dequantized | measured speed-up |",
+        "|---|---|---|---|---:|---|---:|",
         *rows,
     ]
 
@@ -337,6 +342,10 @@ def first_record(frame: pd.DataFrame, arm) -> dict | None:
 
 def _ratio(value: float | None) -> str:
     return "not measured" if value is None else f"{value:.2f}x"
+
+
+def _kilo(value: int | None) -> str:
+    return "" if value is None else f"{value / 1e3:.1f}"
 
 
 def _giga(value: int | None) -> str:

@@ -82,6 +82,8 @@ class Study:
     localize_recipe: tuple[str, ...] = field(default=())  # the recipe as localize.py takes it
     # Students whose cost per video is compared with their teacher's: (arm, the paper's figure).
     cost: tuple[tuple[Arm, str], ...] = field(default=())
+    # The heading of the cost table's column for the second entry of each ``cost`` pair.
+    cost_reference: str = "paper (Table 3)"
     # What happened while the study ran (a bug fixed midway and the arms rerun, a recipe's
     # known limit), printed under the claims table and carried into the README.
     notes: tuple[str, ...] = field(default=())
