@@ -2,12 +2,14 @@
 predictions, against its teacher on all frames, measured in one run.
 
 For the CPU NeXtVLAD and H-RNN, a teacher reading every frame and students reading Uniform-10
-and Uniform-30 frames (H-RNN students with the paper's 5 blocks) each predict the same shards with :func:`vidistill.inference.
-predict_to_file` (2 reader workers, batches of 128, top-20 CSV): videos per second end to end,
-the speed-up over the teacher, and the FLOPs ratio (:func:`vidistill.models.flops.count`, every layer,
-at the set's mean length for the teacher). Then, in one process, where a pass spends its time:
-reading (file bytes and both checksums of every record), decoding (the picked frames out of the
-protobuf, batching) and the model (dequantization, forward pass, top-k).
+and Uniform-30 frames (H-RNN students with the paper's 5 blocks) each predict the same shards
+with :func:`vidistill.inference.predict_to_file` (2 reader workers, batches of 128, top-20
+CSV), taking turns pass after pass (:func:`vidistill.inference.timing.alternating_best_rates`):
+videos per second end to end, the speed-up over the teacher, and the FLOPs ratio
+(:func:`vidistill.models.flops.count`, every layer, at the set's mean length for the teacher).
+Then, in one process, where a pass spends its time: reading (file bytes and both checksums of
+every record), decoding (the picked frames out of the protobuf, batching) and the model
+(dequantization, forward pass, top-k).
 
 The shards hold YT8M-like videos: 120 to 300 frames, mean 230 (YT8M's videos are 120 to 500
 seconds long, features cut at 300), 200 classes. Weights are random: speed does not depend on
@@ -32,7 +34,8 @@ from vidistill.data.batching import dequantize_batch
 from vidistill.data.framing import iter_payloads
 from vidistill.data.sharding import expand_files
 from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
-from vidistill.inference import Predictor, predict_to_file
+from vidistill.inference import Predictor
+from vidistill.inference.timing import alternating_best_rates
 from vidistill.lit.checkpoints import RunConfigInCheckpoint
 from vidistill.models.flops import count
 
@@ -55,9 +58,9 @@ STUDENT_FRAMES = (10, 30)
 STUDENT_OVERRIDES = {"hrnn": ["model.backbone.num_blocks=5"]}
 BATCH_SIZE = 128
 WORKERS = 2
-# The issue's targets at k = 30: at least this end-to-end speed-up, and within this factor of
+# The issue's targets at k = 30: at least this end-to-end speed-up, and at least this share of
 # the FLOPs ratio.
-TARGET_SPEEDUP, TARGET_WITHIN = 5.0, 2.0
+TARGET_SPEEDUP, TARGET_SHARE = 5.0, 0.8
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,11 +80,16 @@ def run(args: argparse.Namespace) -> None:
     print(header)
     with tempfile.TemporaryDirectory() as scratch:
         for preset in MODELS:
+            frames = (None, *STUDENT_FRAMES)
+            predictors = [
+                Predictor(_checkpoint(Path(scratch), preset, k), device="cpu") for k in frames
+            ]
+            # Teacher and students take turns, so that load from elsewhere hits them alike.
+            rates = alternating_best_rates(
+                predictors, files, args.repeats, BATCH_SIZE, WORKERS, scratch=scratch
+            )
             rows = []
-            for k in (None, *STUDENT_FRAMES):
-                checkpoint = _checkpoint(Path(scratch), preset, k)
-                predictor = Predictor(checkpoint, device="cpu")
-                rate = _end_to_end(predictor, files, Path(scratch) / "out.csv", args.repeats)
+            for k, predictor, rate in zip(frames, predictors, rates, strict=True):
                 flops = count(predictor.backbone, round(mean_frames) if k is None else k)
                 shares = _time_shares(predictor, files)
                 rows.append((k, rate, flops["flops_total"], shares))
@@ -98,11 +106,12 @@ def _print_rows(preset: str, rows: list) -> None:
             f"{shares['model']:>6.0%}"
         )
         if k == 30:
-            met = speedup >= TARGET_SPEEDUP and ratio / speedup <= TARGET_WITHIN
+            share = speedup / ratio
+            met = speedup >= TARGET_SPEEDUP and share >= TARGET_SHARE
             print(
-                f"{'':<10} k = 30: {speedup:.2f}x end to end against a FLOPs ratio of "
-                f"{ratio:.2f}x (target: >= {TARGET_SPEEDUP:.0f}x and within "
-                f"{TARGET_WITHIN:.0f}x of the FLOPs ratio): {'met' if met else 'NOT met'}"
+                f"{'':<10} k = 30: {speedup:.2f}x end to end, {share:.2f} of the FLOPs ratio "
+                f"{ratio:.2f}x (target: speed-up >= {TARGET_SPEEDUP:.0f}x and >= "
+                f"{TARGET_SHARE} of the FLOPs ratio): {'met' if met else 'NOT met'}"
             )
 
 
@@ -127,17 +136,6 @@ def _checkpoint(directory: Path, preset: str, k: int | None) -> Path:
     ).on_save_checkpoint(None, model, checkpoint)
     torch.save(checkpoint, path)
     return path
-
-
-def _end_to_end(predictor: Predictor, files: list[str], output: Path, repeats: int) -> float:
-    """Best videos/s of whole prediction passes (workers started, file written)."""
-    best = 0.0
-    for _ in range(repeats):
-        summary = predict_to_file(
-            predictor, files, output, batch_size=BATCH_SIZE, num_workers=WORKERS, overwrite=True
-        )
-        best = max(best, summary["videos"] / summary["seconds"])
-    return best
 
 
 def _time_shares(predictor: Predictor, files: list[str]) -> dict[str, float]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -81,23 +80,13 @@ def read_speed(directory: str | os.PathLike) -> dict[str, float]:
 
 
 def _alternating_best(checkpoints: list[str], files: list[str], repeats: int) -> list[float]:
-    from vidistill.inference import Predictor, predict_to_file
+    from vidistill.inference import Predictor
+    from vidistill.inference.timing import alternating_best_rates
 
     predictors = [Predictor(checkpoint, device="cpu") for checkpoint in checkpoints]
-    best = [0.0] * len(predictors)
-    with tempfile.TemporaryDirectory() as scratch:
-        for _ in range(repeats):
-            for i, predictor in enumerate(predictors):
-                summary = predict_to_file(
-                    predictor,
-                    files,
-                    Path(scratch) / "predictions.csv",
-                    batch_size=BATCH_SIZE,
-                    num_workers=READER_WORKERS,
-                    overwrite=True,
-                )
-                best[i] = max(best[i], summary["videos"] / summary["seconds"])
-    return best
+    return alternating_best_rates(
+        predictors, files, repeats, batch_size=BATCH_SIZE, num_workers=READER_WORKERS
+    )
 
 
 def _test_files(record: dict, data_root: str | os.PathLike) -> list[str]:

@@ -14,7 +14,12 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from vidistill.data.quantization import dequantize, dequantize_coefficients, empty_float32
+from vidistill.data.quantization import (
+    dequantize,
+    dequantize_coefficients,
+    dequantize_into,
+    empty_float32,
+)
 from vidistill.data.records import FrameRecord, SegmentRecord, VideoRecord
 from vidistill.features import FEATURE_SIZE, RGB_SIZE, SEGMENT_LENGTH
 
@@ -167,9 +172,14 @@ def _dequantize_view(
         values = dequantize(frames, max_quantized_value, min_quantized_value)
         return values.masked_fill_(~mask.unsqueeze(-1), 0.0)
     lengths = num_frames.tolist()
-    padding = frames.shape[0] * frames.shape[1] - sum(lengths)
+    batch, steps = frames.shape[0], frames.shape[1]
+    padding = batch * steps - sum(lengths)
+    if frames.device.type == "cpu":
+        return _dequantize_on_cpu(
+            frames, mask, lengths, padding, max_quantized_value, min_quantized_value, per_row
+        )
     if per_row is None:
-        per_row = padding * 4 > frames.shape[0] * frames.shape[1]
+        per_row = padding * 4 > batch * steps
     if per_row:
         scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
         values = empty_float32(frames.shape, frames.device)
@@ -180,6 +190,35 @@ def _dequantize_view(
     values = dequantize(frames, max_quantized_value, min_quantized_value)
     if padding:
         values.masked_fill_(~mask.unsqueeze(-1), 0.0)
+    return values
+
+
+def _dequantize_on_cpu(
+    frames: torch.Tensor,
+    mask: torch.Tensor,
+    lengths: list[int],
+    padding: int,
+    max_quantized_value: float,
+    min_quantized_value: float,
+    per_row: bool | None,
+) -> torch.Tensor:
+    """:func:`_dequantize_view` on CPU, through numpy views: row by row, only each row's valid
+    frames are converted when padding is a large share (or ``per_row``); otherwise the whole
+    batch is, and only the masked frames are then zeroed (not a pass over the whole batch)."""
+    scale, bias = dequantize_coefficients(max_quantized_value, min_quantized_value)
+    values = empty_float32(frames.shape)
+    out, source = values.numpy(), frames.numpy()
+    steps = frames.shape[1]
+    if per_row is None:
+        per_row = padding * 4 > frames.shape[0] * steps
+    if not per_row:
+        dequantize_into(out, source, scale, bias)
+        if padding:
+            out[~mask.numpy()] = 0.0
+        return values
+    for row, n in enumerate(lengths):
+        dequantize_into(out[row, :n], source[row, :n], scale, bias)
+        out[row, n:] = 0.0
     return values
 
 

@@ -231,7 +231,7 @@ class RecordDecoder:
 
     def _labels(self, features, key: str, video_id: str) -> np.ndarray:
         labels = _values(features, key, video_id)
-        limit = self.num_classes or np.iinfo(np.int64).max
+        limit = self.num_classes or _NO_LIMIT
         # Labels are a handful of ints: plain Python beats array operations here.
         bad = [label for label in labels.tolist() if label < 0 or label >= limit]
         if bad:
@@ -249,6 +249,8 @@ def _video_id(features) -> str:
 
 
 _LIST_DTYPES = {"int64_list": np.int64, "float_list": np.float32}
+# Labels are checked against this without a vocabulary (looked up once: it runs per record).
+_NO_LIMIT = int(np.iinfo(np.int64).max)
 
 
 def _values(features, key: str, video_id: str, kind: str = "int64_list") -> np.ndarray:

@@ -10,6 +10,7 @@ write to ``<path>.partial`` and take their final name when complete.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -105,10 +106,30 @@ class KagglePredictionFile(PredictionFile):
         self.rows += 1
 
     def write_batch(self, ids: Sequence[str], classes: np.ndarray, scores: np.ndarray) -> None:
-        for video_id, row_classes, row_scores in zip(
-            ids, classes.tolist(), scores.tolist(), strict=True
-        ):
-            self.write(video_id, row_classes, row_scores)
+        """The batch's lines, as :func:`format_row` writes them, from one format operation
+        (formatting pair by pair in Python took about 5% of a k = 30 student's time per
+        batch)."""
+        if len(ids) != len(classes) or classes.shape != scores.shape:
+            raise ValueError(
+                f"{len(ids)} ids, classes {classes.shape} and scores {scores.shape} do not match"
+            )
+        if not len(ids):
+            return
+        k = classes.shape[1]
+        # One row of the format, then its values row by row: id, label, score, label, ...
+        values = np.empty((len(ids), 1 + 2 * k), dtype=object)
+        values[:, 0] = list(ids)
+        values[:, 1::2] = classes.tolist()
+        values[:, 2::2] = scores.tolist()
+        self._file.write(_row_format(k) * len(ids) % tuple(values.ravel().tolist()))
+        self.rows += len(ids)
+
+
+@functools.cache
+def _row_format(k: int) -> str:
+    """A %-format of one CSV line with ``k`` pairs: the same text as :func:`format_row`'s
+    (``%d`` and ``%.6f`` format ints and floats as ``{:d}`` and ``{:.6f}`` do)."""
+    return "%s," + " ".join(["%d %.6f"] * k) + "\n"
 
 
 class ParquetPredictionFile(PredictionFile):
