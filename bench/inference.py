@@ -2,7 +2,9 @@
 predictions, against its teacher on all frames, measured in one run.
 
 For the CPU NeXtVLAD and H-RNN, a teacher reading every frame and students reading Uniform-10
-and Uniform-30 frames (H-RNN students with the paper's 5 blocks) each predict the same shards
+and Uniform-30 frames (H-RNN students with the paper's 5 blocks), and NeXtVLAD students whose 10
+or 30 frames a learned selector picks (``selector=audio``: it reads every frame's audio, then
+only the chosen frames' rgb is dequantized; its scoring is in the FLOPs), each predict the same shards
 with :func:`vidistill.inference.predict_to_file` (2 reader workers, batches of 128, top-20
 CSV), taking turns pass after pass (:func:`vidistill.inference.timing.alternating_best_rates`):
 videos per second end to end, the speed-up over the teacher, and the FLOPs ratio
@@ -30,7 +32,6 @@ from omegaconf import OmegaConf
 from training import CONFIG_DIR, NUM_CLASSES
 
 from vidistill.data import FrameSelection, read_records
-from vidistill.data.batching import dequantize_batch
 from vidistill.data.framing import iter_payloads
 from vidistill.data.sharding import expand_files
 from vidistill.data.synthetic import SyntheticConfig, ensure_dataset
@@ -53,6 +54,8 @@ BENCH_DATA = SyntheticConfig(
 )
 MODELS = ("nextvlad", "hrnn")
 STUDENT_FRAMES = (10, 30)
+# Students whose frames a learned selector picks, by model: (k, "learned") rows.
+LEARNED = {"nextvlad": (10, 30)}
 # The fewer-frames paper's H-RNN students read 5 blocks (its teacher 20; the CPU preset, the
 # teacher here, 10): the upper LSTM's steps are a per-video cost a student need not keep.
 STUDENT_OVERRIDES = {"hrnn": ["model.backbone.num_blocks=5"]}
@@ -74,38 +77,43 @@ def run(args: argparse.Namespace) -> None:
         f"{torch.get_num_threads()} torch threads"
     )
     header = (
-        f"{'model':<10} {'frames':>7} {'videos/s':>9} {'speed-up':>9} {'FLOPs ratio':>12} "
+        f"{'model':<10} {'frames':>10} {'videos/s':>9} {'speed-up':>9} {'FLOPs ratio':>12} "
         f"{'read':>6} {'decode':>7} {'model':>6}"
     )
     print(header)
     with tempfile.TemporaryDirectory() as scratch:
         for preset in MODELS:
-            frames = (None, *STUDENT_FRAMES)
+            views = [(None, False), *((k, False) for k in STUDENT_FRAMES)]
+            views += [(k, True) for k in LEARNED.get(preset, ())]
             predictors = [
-                Predictor(_checkpoint(Path(scratch), preset, k), device="cpu") for k in frames
+                Predictor(_checkpoint(Path(scratch), preset, k, learned), device="cpu")
+                for k, learned in views
             ]
             # Teacher and students take turns, so that load from elsewhere hits them alike.
             rates = alternating_best_rates(
                 predictors, files, args.repeats, BATCH_SIZE, WORKERS, scratch=scratch
             )
             rows = []
-            for k, predictor, rate in zip(frames, predictors, rates, strict=True):
+            for (k, learned), predictor, rate in zip(views, predictors, rates, strict=True):
                 flops = count(predictor.backbone, round(mean_frames) if k is None else k)
-                shares = _time_shares(predictor, files)
-                rows.append((k, rate, flops["flops_total"], shares))
+                total = flops["flops_total"]
+                if learned:
+                    total += predictor.selector.flops_per_video(round(mean_frames))
+                label = "all" if k is None else f"{'learned-' if learned else ''}{k}"
+                rows.append((label, rate, total, _time_shares(predictor, files)))
             _print_rows(preset, rows)
 
 
 def _print_rows(preset: str, rows: list) -> None:
     teacher_rate, teacher_flops = rows[0][1], rows[0][2]
-    for k, rate, flops, shares in rows:
+    for label, rate, flops, shares in rows:
         speedup, ratio = rate / teacher_rate, teacher_flops / flops
         print(
-            f"{preset:<10} {'all' if k is None else k:>7} {rate:>9.0f} {speedup:>8.2f}x "
+            f"{preset:<10} {label:>10} {rate:>9.0f} {speedup:>8.2f}x "
             f"{ratio:>11.2f}x {shares['read']:>6.0%} {shares['decode']:>7.0%} "
             f"{shares['model']:>6.0%}"
         )
-        if k == 30:
+        if label == "30":
             share = speedup / ratio
             met = speedup >= TARGET_SPEEDUP and share >= TARGET_SHARE
             print(
@@ -115,22 +123,24 @@ def _print_rows(preset: str, rows: list) -> None:
             )
 
 
-def _checkpoint(directory: Path, preset: str, k: int | None) -> Path:
-    """A checkpoint of the CPU ``preset`` (random weights) reading all frames (``k`` None)
-    or Uniform-k, as ``train.py`` would have written it; H-RNN students get the paper's
-    student blocks."""
+def _checkpoint(directory: Path, preset: str, k: int | None, learned: bool = False) -> Path:
+    """A checkpoint of the CPU ``preset`` (random weights) reading all frames (``k`` None),
+    Uniform-k, or k frames a learned selector picks, as ``train.py`` would have written it;
+    H-RNN students get the paper's student blocks."""
     overrides = [f"model={preset}", f"num_classes={NUM_CLASSES}"]
     if k is not None:
-        overrides += STUDENT_OVERRIDES.get(preset, [])
+        overrides += [f"k={k}", *STUDENT_OVERRIDES.get(preset, [])]
+    if learned:
+        overrides.append("selector=audio")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model = instantiate(cfg.model)
-    path = directory / f"{preset}-{k or 'all'}.ckpt"
+    path = directory / f"{preset}-{'learned-' if learned else ''}{k or 'all'}.ckpt"
     checkpoint = {"state_dict": model.state_dict(), "epoch": 0, "global_step": 0}
     # The entry train.py's callback adds to every checkpoint it saves.
     RunConfigInCheckpoint(
         model_config=OmegaConf.to_container(cfg.model, resolve=True),
-        frames=FrameSelection("all" if k is None else "uniform", k),
+        frames=FrameSelection("all" if k is None else "learned" if learned else "uniform", k),
         mode="frame",
         num_classes=NUM_CLASSES,
     ).on_save_checkpoint(None, model, checkpoint)
@@ -151,8 +161,10 @@ def _time_shares(predictor: Predictor, files: list[str]) -> dict[str, float]:
     data = time.perf_counter() - start
     start = time.perf_counter()
     for batch in batches:
-        view = dequantize_batch(dict(batch))
-        predictor.probabilities(view["frames"], view["mask"]).topk(20, dim=1)
+        probabilities = predictor.batch_probabilities(
+            batch["frames"], batch["mask"], batch["num_frames"]
+        )
+        probabilities.topk(20, dim=1)
     model = time.perf_counter() - start
     total = data + model
     return {"read": read / total, "decode": (data - read) / total, "model": model / total}

@@ -15,6 +15,7 @@ from vidistill.models.layers import batch_norm_together, pack
 from vidistill.models.nextvlad_pooling import (
     NeXtVLADPooling,
     _padded_sums,
+    _PerVideoSums,
     _SharedInputProducts,
     per_video_sums,
     pool_together,
@@ -42,7 +43,11 @@ def layer(seed: int = 0, **settings) -> NeXtVLADPooling:
     return pooling
 
 
-@pytest.mark.parametrize("lengths", [[5, 9, 2, 7], [3, 0, 4]], ids=["full", "empty video"])
+@pytest.mark.parametrize(
+    "lengths",
+    [[5, 9, 2, 7], [3, 0, 4], [6, 6, 6]],
+    ids=["full", "empty video", "equal lengths"],
+)
 @pytest.mark.parametrize("expansion", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_training_step_matches_the_definition(lengths, expansion, dtype):
@@ -114,6 +119,19 @@ def test_per_video_sums_and_their_gradients_are_exact():
     torch.testing.assert_close(products, padded_products)
     torch.testing.assert_close(sums, padded_sums)
     torch.testing.assert_close(sums[2, 1], a[1, 3:7].sum(0))  # video 2: packed frames 3..6
+
+
+def test_equal_length_sums_are_the_per_video_sums():
+    """Videos of one length (k-frame students) take one batched matmul: the same sums and
+    gradients as the per-video path."""
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    a = torch.randn(2, 12, 3, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 12, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, v: per_video_sums(a, v, mask), (a, v))
+    for got, expected in zip(
+        per_video_sums(a, v, mask), _PerVideoSums.apply(a, v, [4, 4, 4]), strict=True
+    ):
+        torch.testing.assert_close(got, expected)
 
 
 def test_shared_input_products_are_each_layer_and_their_gradients_are_exact():

@@ -103,8 +103,23 @@ class Predictor:
     def _backbone_probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.backbone(frames, mask).logits)
 
-    def _select(self, frames, mask, high, low):
-        return _select_frames(self.selector, frames, mask, high, low)
+    def batch_probabilities(
+        self,
+        frames: torch.Tensor,
+        mask: torch.Tensor,
+        num_frames: torch.Tensor,
+        dequantize_range: tuple[float, float] = (2.0, -2.0),
+    ) -> torch.Tensor:
+        """Class probabilities [B, C] of a batch as read: uint8 frames [B, T, D] and mask
+        [B, T] on the model's device, lengths [B]. Only the frames the backbone sees are
+        dequantized: a learned selector first picks them from every frame's dequantized audio."""
+        high, low = dequantize_range
+        if self.selector is not None:
+            frames, mask, num_frames = _select_frames(self.selector, frames, mask, high, low)
+        view = dequantize_batch(
+            {"frames": frames, "mask": mask, "num_frames": num_frames}, high, low
+        )
+        return self._backbone_probabilities(view["frames"], mask)
 
     def dataset(
         self,
@@ -144,19 +159,14 @@ class Predictor:
             num_workers=dataset.num_workers,
             pin_memory=self.device.type == "cuda",
         )
-        high, low = dequantize_range
         k = min(top_k, self.num_classes)
         for batch in loader:
             frames = batch["frames"].to(self.device, non_blocking=True)
             mask = batch["mask"].to(self.device, non_blocking=True)
-            if self.selector is not None:
-                frames, mask, lengths = self._select(frames, mask, high, low)
-            else:
-                lengths = batch["num_frames"]
-            view = dequantize_batch(
-                {"frames": frames, "mask": mask, "num_frames": lengths}, high, low
+            probabilities = self.batch_probabilities(
+                frames, mask, batch["num_frames"], dequantize_range
             )
-            scores, classes = self._backbone_probabilities(view["frames"], mask).topk(k, dim=1)
+            scores, classes = probabilities.topk(k, dim=1)
             yield TopK(batch["ids"], classes.cpu().numpy(), scores.float().cpu().numpy())
 
 

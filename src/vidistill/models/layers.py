@@ -24,7 +24,13 @@ TF_BN_EPS = 1e-3
 
 
 def pack(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The valid frames of a batch, row after row: frames [B, T, D], mask [B, T] -> [N, D]."""
+    """The valid frames of a batch, row after row: frames [B, T, D], mask [B, T] -> [N, D].
+
+    A batch without padding (k-frame students) gives a view of ``frames``, not a copy: the
+    result is read, never written in place. (Not in a traced graph, which would keep whichever
+    branch its example input took.)"""
+    if not torch.jit.is_tracing() and mask.all():
+        return frames.reshape(-1, frames.shape[-1])
     return frames[mask]
 
 

@@ -215,7 +215,24 @@ def per_video_sums(
     assignment, values = assignment.contiguous(), values.contiguous()
     if torch.jit.is_tracing():
         return _padded_sums(assignment, values, mask)
-    return _PerVideoSums.apply(assignment, values, mask.sum(1).tolist())
+    lengths = mask.sum(1).tolist()
+    if len(set(lengths)) == 1:  # k-frame students: one batched matmul, nothing padded
+        return _equal_length_sums(assignment, values, len(lengths))
+    return _PerVideoSums.apply(assignment, values, lengths)
+
+
+def _equal_length_sums(
+    assignment: torch.Tensor, values: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_video_sums` when every video has the same number of frames L: the packed
+    frames of video b are rows ``b L .. b L + L - 1``, so each (member, video) block is a view
+    and the products are one batched matmul over B M blocks (autograd's backward likewise)."""
+    members, frames, rows, clusters = assignment.shape
+    length = frames // batch
+    blocks = assignment.view(members * batch, length * rows, clusters)
+    products = torch.bmm(blocks.transpose(1, 2), values.view(members * batch, length * rows, -1))
+    sums = assignment.view(members, batch, length, rows, clusters).sum(2)
+    return products.view(members, batch, clusters, -1).transpose(0, 1), sums.transpose(0, 1)
 
 
 def _padded_sums(
