@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument(
         "--save",
         type=Path,
-        help="also write each section's output to SAVE/<section>.txt (the README's benchmark "
-        "section is generated from results/bench/)",
+        help="also write each section's output to SAVE/<NN>-<commit>/<section>.txt, one numbered "
+        "directory per run (the README's benchmark section shows every run in results/bench/)",
     )
     args = parser.parse_args()
     register_configs()  # the sections compose conf/ as train.py does
+    target = _run_directory(args.save) if args.save else None
     for name in args.sections or SECTIONS:
         print(f"\n== {name} ==", flush=True)
         output = io.StringIO()
@@ -59,9 +60,9 @@ def main() -> None:
             start = time.perf_counter()
             SECTIONS[name](args)
             print(f"({name}: {time.perf_counter() - start:.0f} s)")
-        if args.save:
-            args.save.mkdir(parents=True, exist_ok=True)
-            atomic_write(args.save / f"{name}.txt", _provenance() + output.getvalue())
+        if target is not None:
+            target.mkdir(parents=True, exist_ok=True)
+            atomic_write(target / f"{name}.txt", _provenance() + output.getvalue())
 
 
 class _Tee(io.TextIOBase):
@@ -78,6 +79,15 @@ class _Tee(io.TextIOBase):
     def flush(self) -> None:
         for stream in self.streams:
             stream.flush()
+
+
+def _run_directory(root: Path) -> Path:
+    """``root/<NN>-<commit>``: the next run's number after the runs already saved there."""
+    from vidistill.runs.training import git_commit
+
+    numbers = [int(p.name.split("-")[0]) for p in root.glob("[0-9]*-*") if p.is_dir()]
+    commit = (git_commit() or "unknown")[:7]
+    return root / f"{max(numbers, default=0) + 1:02d}-{commit}"
 
 
 def _provenance() -> str:

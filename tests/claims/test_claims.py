@@ -201,17 +201,22 @@ def test_the_readme_beyond_section_is_the_committed_evidence(tmp_path):
 
 
 def test_readme_bench_section_is_generated_from_the_saved_bench_output(tmp_path):
-    (tmp_path / "bench").mkdir()
-    (tmp_path / "bench" / "inference.txt").write_text("commit abc; x86_64\nnextvlad 6.36x\n")
-    (tmp_path / "bench" / "data.txt").write_text("records 5.2x\n")
+    """Every saved run of every section, sections in make bench's order, runs in theirs."""
+    for run, speedup in (("01-abc1234", "6.36x"), ("02-def5678", "7.01x")):
+        (tmp_path / "bench" / run).mkdir(parents=True)
+        (tmp_path / "bench" / run / "inference.txt").write_text(
+            f"commit {run}\nnextvlad {speedup}\n"
+        )
+    (tmp_path / "bench" / "01-abc1234" / "data.txt").write_text("records 5.2x\n")
     page = tmp_path / "README.md"
     page.write_text(
         f"a\n{readme.BEGIN}\n{readme.END}\nb\n{readme.BENCH_BEGIN}\nold 9.9x\n{readme.BENCH_END}\nc\n"
     )
     readme.write_readme(page, tmp_path)
     section = readme.readme_section(page, readme.BENCH_BEGIN, readme.BENCH_END)
-    assert "old" not in section and section.index("records 5.2x") < section.index("6.36x")
-    assert "`data` (bench/data.txt):\n\n```text\nrecords 5.2x\n```" in section
+    assert "old" not in section
+    assert section.index("records 5.2x") < section.index("6.36x") < section.index("7.01x")
+    assert "`data` (bench/01-abc1234/data.txt):\n\n```text\nrecords 5.2x\n```" in section
     assert page.read_text().endswith(f"{readme.BENCH_END}\nc\n")
 
 

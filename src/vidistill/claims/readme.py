@@ -45,18 +45,22 @@ def study_text(results: Path, study: str) -> str:
 
 
 def bench_section(results: Path) -> str:
-    """The generated text between :data:`BENCH_BEGIN` and :data:`BENCH_END`: each saved bench
-    section's output, verbatim, in :data:`BENCH_ORDER`."""
-    saved = {path.stem: path for path in (results / BENCH_DIR).glob("*.txt")}
+    """The generated text between :data:`BENCH_BEGIN` and :data:`BENCH_END`: every saved run of
+    each bench section (``results/bench/<NN>-<commit>/<section>.txt``, what ``python
+    bench/run.py --save results/bench`` printed), verbatim, sections in :data:`BENCH_ORDER`,
+    runs in their order."""
+    runs = sorted(path for path in (results / BENCH_DIR).glob("*") if path.is_dir())
+    saved = [path for run in runs for path in sorted(run.glob("*.txt"))]
     if not saved:
         return "Not measured yet (`python bench/run.py --save results/bench`).\n"
-    names = [name for name in BENCH_ORDER if name in saved]
-    names += sorted(set(saved) - set(BENCH_ORDER))
-    parts = [f"`{name}` ({BENCH_DIR}/{name}.txt):\n\n```text\n" for name in names]
-    return "\n".join(
-        f"{head}{saved[name].read_text().strip()}\n```\n"
-        for head, name in zip(parts, names, strict=True)
-    )
+    names = [name for name in BENCH_ORDER if any(path.stem == name for path in saved)]
+    names += sorted({path.stem for path in saved} - set(BENCH_ORDER))
+    parts = []
+    for name in names:
+        for path in (path for path in saved if path.stem == name):
+            where = path.relative_to(results)
+            parts.append(f"`{name}` ({where}):\n\n```text\n{path.read_text().strip()}\n```\n")
+    return "\n".join(parts)
 
 
 SECTIONS = (
