@@ -106,34 +106,51 @@ def seconds_per_inference(model: torch.nn.Module, batches: list[dict], repeats: 
 
 
 def mixture_overhead(batches: list[dict], repeats: int) -> None:
+    """A mixture's training step against its members' steps alone, at one torch thread (how
+    the claims' jobs run, two at a time) and at all of them."""
     full = [teacher_view(b) for b in batches]
-    for preset, target in (("mix", 0.9), ("mod", 0.8)):
-        cfg = compose_run([f"model={preset}", "distill=online", "T=20"])
-        tree = instantiate(cfg.model.backbone)
-        members = sum(1 for _ in leaves(tree))
-        times = interleaved_seconds_per_step(
-            {
-                "together": (tree, instantiate(cfg.distill), full),
-                "one by one": (
-                    one_by_one(instantiate(cfg.model.backbone)),
-                    instantiate(cfg.distill),
-                    full,
-                ),
-                "member": (instantiate(cfg.model.backbone.leaf)(), LabelLoss(), full),
-            },
-            repeats,
-        )
-        alone = members * times["member"]
-        print(
-            f"  model={preset} step ({members} NeXtVLADs, online distillation T=20): leaves "
-            f"together {times['together']:.3f} s, member by member {times['one by one']:.3f} s; "
-            f"one member alone (BCE) {times['member']:.3f} s"
-        )
-        print(
-            f"  ratio {preset} step / ({members} x member step): together "
-            f"{times['together'] / alone:5.2f} (target <= {target}), member by member "
-            f"{times['one by one'] / alone:5.2f}"
-        )
+    threads = torch.get_num_threads()
+    for count in sorted({1, threads}):
+        torch.set_num_threads(count)
+        try:
+            for preset, target in (("mix", 0.9), ("mod", 0.8)):
+                _mixture_ratio(preset, target, full, repeats, count)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _mixture_ratio(
+    preset: str, target: float, batches: list[dict], repeats: int, threads: int
+) -> None:
+    cfg = compose_run([f"model={preset}", "distill=online", "T=20"])
+    tree = instantiate(cfg.model.backbone)
+    members = sum(1 for _ in leaves(tree))
+    times = interleaved_seconds_per_step(
+        {
+            "together": (tree, instantiate(cfg.distill), batches),
+            "one by one": (
+                one_by_one(instantiate(cfg.model.backbone)),
+                instantiate(cfg.distill),
+                batches,
+            ),
+            "member": (instantiate(cfg.model.backbone.leaf)(), LabelLoss(), batches),
+        },
+        repeats,
+    )
+    alone = members * times["member"]
+    ratio = times["together"] / alone
+    print(
+        f"  model={preset} step ({members} NeXtVLADs, online distillation T=20, {threads} "
+        f"thread{'s' if threads > 1 else ''}): leaves together {times['together']:.3f} s, "
+        f"member by member {times['one by one']:.3f} s; one member alone (BCE) "
+        f"{times['member']:.3f} s"
+    )
+    print(
+        f"  ratio {preset} step / ({members} x member step), {threads} thread"
+        f"{'s' if threads > 1 else ''}: together {ratio:5.2f} (target <= {target}: "
+        f"{'met' if ratio <= target else 'NOT met'}), member by member "
+        f"{times['one by one'] / alone:5.2f}"
+    )
 
 
 def one_by_one(tree: Mixture) -> Mixture:
