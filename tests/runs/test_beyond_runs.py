@@ -205,3 +205,28 @@ def test_an_hrnn_student_with_a_selector_and_a_teacher(tmp_path):
     record = record_of(tmp_path / "run")
     assert record["config"]["data"]["sampler"] == "learned"
     assert 0 < record["metrics"]["test/gap"] <= 1
+
+
+def test_where_the_selector_looks_is_measured_against_uniform_k(selector_student, tmp_path):
+    from vidistill.analysis.selection import selector_picks
+    from vidistill.claims.picks import picks_lines
+
+    root, record = selector_student
+    shards = sorted(str(p) for p in root.glob("data/synthetic/*/frame/test*.tfrecord"))
+    picks = selector_picks(record["best_checkpoint"], shards, max_videos=20)
+    assert picks["videos"] == 20
+    assert 0.0 <= picks["uniform_share"] <= 1.0 and 0.0 <= picks["mean_move_bins"] <= 0.5
+    model, _ = load_model(record["best_checkpoint"])
+    torch.nn.init.zeros_(model.selector.head.weight)  # an untrained selector: Uniform-k exactly
+    torch.nn.init.zeros_(model.selector.head.bias)
+    untrained = tmp_path / "untrained.ckpt"
+    checkpoint = torch.load(record["best_checkpoint"], weights_only=False)
+    checkpoint["state_dict"].update(
+        {f"selector.{key}": value for key, value in model.selector.state_dict().items()}
+    )
+    torch.save(checkpoint, untrained)
+    assert selector_picks(untrained, shards, max_videos=20)["uniform_share"] == 1.0
+    (tmp_path / "picks.csv").write_text(
+        "arm,seed,uniform_share,mean_move_bins,videos\na: k=5,0,0.25,0.2,10\na: k=5,1,0.75,0.1,10\n"
+    )
+    assert "| `a: k=5` | 50.0% | 0.150 | 2 |" in picks_lines(tmp_path)

@@ -1,4 +1,4 @@
-"""``python -m vidistill.claims run|report|speed <study> [--quick]`` and ``readme``."""
+"""``python -m vidistill.claims run|report|speed|picks <study> [--quick]`` and ``readme``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vidistill.claims.evidence import build_evidence, read_runs
 from vidistill.claims.launch import PROJECT_ROOT, run_sweep
+from vidistill.claims.picks import measure_picks, write_picks
 from vidistill.claims.readme import write_readme
 from vidistill.claims.speed import measure_speed, write_speed
 from vidistill.claims.studies import STUDIES
@@ -24,7 +25,7 @@ def study_directory(results: Path, study: str, quick: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidistill.claims", description=__doc__)
-    parser.add_argument("command", choices=["run", "report", "speed", "readme"])
+    parser.add_argument("command", choices=["run", "report", "speed", "picks", "readme"])
     parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
     parser.add_argument("--quick", action="store_true", help="one seed, the smallest arms")
     parser.add_argument(
@@ -50,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "speed":
         table = measure_speed(study, read_runs(study, directory), PROJECT_ROOT / "data/synthetic")
         log.info("measured speed written to %s", write_speed(table, directory))
+    if args.command == "picks":
+        table = measure_picks(read_runs(study, directory), PROJECT_ROOT / "data/synthetic")
+        log.info("selectors' picks written to %s", write_picks(table, directory))
     if args.command == "run":
         chosen = args.sweeps.split(",") if args.sweeps else [s.name for s in study.sweeps]
         for sweep in (study.sweep(name) for name in chosen):

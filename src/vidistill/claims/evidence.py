@@ -29,6 +29,7 @@ from vidistill.analysis.results import (
     paired_interval,
 )
 from vidistill.atomic import atomic_write
+from vidistill.claims.picks import picks_lines
 from vidistill.claims.speed import SPEED_FILE, read_speed
 from vidistill.claims.studies import Claim, Study, Sweep
 from vidistill.layout import read_record
@@ -206,7 +207,9 @@ def build_evidence(study: Study, directory: str | os.PathLike, quick: bool = Fal
     atomic_write(directory / RUNS_FILE, runs_table(frame).to_csv(index=False, float_format="%.6g"))
     claims = claim_rows(study, frame, quick)
     atomic_write(directory / CLAIMS_FILE, claims.to_csv(index=False, float_format="%.6g"))
-    markdown = claims_markdown(study, frame, claims, quick, read_speed(directory))
+    markdown = claims_markdown(
+        study, frame, claims, quick, read_speed(directory), picks_lines(directory)
+    )
     atomic_write(directory / CLAIMS_MD, markdown)
     return claims
 
@@ -217,7 +220,10 @@ def claims_markdown(
     claims: pd.DataFrame,
     quick: bool,
     speedups: dict[str, float] | None = None,
+    picks: list[str] | None = None,
 ) -> str:
+    """claims.md: the verdicts, the cost table (with ``speedups``), the ``picks`` section
+    (:func:`vidistill.claims.picks.picks_lines`), the notes and the arms compared."""
     seeds = sorted(frame["seed"].astype(str).unique(), key=int) if not frame.empty else []
     cpu_hours = frame["wall_time"].fillna(0).sum() / 3600 if "wall_time" in frame else 0.0
     counts = claims["verdict"].value_counts()
@@ -246,6 +252,7 @@ def claims_markdown(
             f"{row['n']} | {_interval(row)} | {row['verdict']} |"
         )
     lines += cost_lines(study, frame, speedups)
+    lines += picks or []
     lines += note_lines(study, frame)
     arms = "\n".join(
         f"- `{c.a.label()}` vs `{c.b.label()}`" for c in study.claims if c.quick or not quick

@@ -43,6 +43,15 @@ MOD_NOTES = (
 )
 
 BEYOND_NOTES = (
+    "What the selection claims show: students with the selector beat Uniform-k clearly at "
+    "k = 5 and by less at k = 10 and 30, but the control arm, the same selector never trained "
+    "(REINFORCE weight 0: it samples one frame per bin around Uniform-k's frames in training "
+    "and picks exactly Uniform-k's frames at evaluation), scores as well as the trained one at "
+    "k = 10, alone and distilled. So the gain comes from training on frames drawn within each "
+    "bin, a temporal jitter that training with the selector brings, not from where the "
+    "selector learned to look: over 3 epochs its REINFORCE signal moves it too little to "
+    "matter. A Uniform-k baseline trained with the same jitter would be the fairer reference; "
+    "it is this study's control arm at k = 10 only.",
     "Design, fixed before the runs: every student is the CPU NeXtVLAD preset with Uniform-k "
     "frames or a learned selector, trained with the fewer-frames recipe of its study (3 epochs, "
     "L_rep + L_pred + L_CE when distilled). The selector (conf/selector/audio.yaml) reads the "

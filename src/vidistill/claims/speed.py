@@ -48,7 +48,7 @@ def measure_speed(
         if len(checkpoints) < 2 or not all(c and Path(c).is_file() for c in checkpoints):
             log.warning("%s: no checkpoints on this machine to time; skipped", arm.label())
             continue
-        files = _test_files(record, data_root)
+        files = test_files(record, data_root)
         student_rate, teacher_rate = _alternating_best(checkpoints, files, repeats)
         rows.append(
             {
@@ -89,7 +89,7 @@ def _alternating_best(checkpoints: list[str], files: list[str], repeats: int) ->
     )
 
 
-def _test_files(record: dict, data_root: str | os.PathLike) -> list[str]:
+def test_files(record: dict, data_root: str | os.PathLike) -> list[str]:
     """The test split the run was scored on, in the synthetic set its config names (generated
     under ``data_root`` if missing)."""
     from vidistill.data.sharding import expand_files
