@@ -44,14 +44,27 @@ MOD_NOTES = (
 
 BEYOND_NOTES = (
     "What the selection claims show: students with the selector beat Uniform-k clearly at "
-    "k = 5 and by less at k = 10 and 30, but the control arm, the same selector never trained "
-    "(REINFORCE weight 0: it samples one frame per bin around Uniform-k's frames in training "
-    "and picks exactly Uniform-k's frames at evaluation), scores as well as the trained one at "
-    "k = 10, alone and distilled. So the gain comes from training on frames drawn within each "
-    "bin, a temporal jitter that training with the selector brings, not from where the "
-    "selector learned to look: over 3 epochs its REINFORCE signal moves it too little to "
-    "matter. A Uniform-k baseline trained with the same jitter would be the fairer reference; "
-    "it is this study's control arm at k = 10 only.",
+    "k = 5 and by less at k = 10 and 30. Two things produce the gain, and the control arm (the "
+    "same selector never trained, REINFORCE weight 0: it samples one frame per bin around "
+    "Uniform-k's frames in training and picks exactly Uniform-k's frames at evaluation) tells "
+    "them apart. At k = 10 the control scores as well as the trained selector, alone and "
+    "distilled, and the trained selectors still pick Uniform-k's frame in most bins (the "
+    "picks table): the gain there is the temporal jitter of training on frames drawn within "
+    "each bin, not where the selector looks. At k = 5, whose bins are twice as long, the "
+    "trained selectors moved away from Uniform-k's frames in nearly every bin and beat the "
+    "control clearly: there, learning where to look adds its own gain. At k = 30 nothing "
+    "moved. A Uniform-k baseline trained with the same jitter would be the fairer reference "
+    "at every k; the control measures it at k = 5 and 10.",
+    "The control at k = 5 was added after the k = 10 control had run and the picks table "
+    "showed the selectors moving only at k = 5; it ran from the study's commit, like every "
+    "other arm, and no setting of any arm was changed.",
+    "What the teacher claims show: the student of three teachers beats the students of the "
+    "NetVLAD and the H-RNN teachers alone but not that of the NeXtVLAD teacher, the best single "
+    "one, whose own family the student shares. The average gives each teacher a third of the "
+    "target, and the H-RNN teacher is the weakest model here (see the fewer_frames study's "
+    "notes): its student falls below even Uniform-10 trained without a teacher. Weighting the "
+    "teachers (distill.teachers[i].weight) was not tried: the weights were fixed, equal, "
+    "before the runs.",
     "Design, fixed before the runs: every student is the CPU NeXtVLAD preset with Uniform-k "
     "frames or a learned selector, trained with the fewer-frames recipe of its study (3 epochs, "
     "L_rep + L_pred + L_CE when distilled). The selector (conf/selector/audio.yaml) reads the "
