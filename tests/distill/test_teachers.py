@@ -197,3 +197,20 @@ def test_a_frozen_mixture_teacher_runs_once_per_batch_without_gradient_or_traini
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, before[key]), key  # BatchNorm statistics included
     assert not any(key.startswith("objective.teachers") for key in model.state_dict())
+
+
+def test_the_distill_config_instantiates_with_backbones_in_place_of_its_specs(tmp_path):
+    """Instantiating conf/distill/serial.yaml directly (as the bench does): ``teacher`` or
+    ``teachers`` given as backbones; a spec left unbuilt is named."""
+    from hydra.utils import instantiate
+
+    from hydra_helpers import compose_config
+
+    cfg = compose_config(tmp_path, ["distill=serial"])
+    assert isinstance(
+        instantiate(cfg.distill, teacher=small_nextvlad()), TeacherStudentDistillation
+    )
+    several = instantiate(cfg.distill, teachers=[small_nextvlad(), small_nextvlad(8)])
+    assert len(several.teachers) == 2
+    with pytest.raises(Exception, match="a teacher must be a backbone"):
+        instantiate(cfg.distill)

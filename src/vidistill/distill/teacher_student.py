@@ -53,6 +53,9 @@ class TeacherStudentDistillation(nn.Module):
             as a copy of the teacher's.
         teacher_weights: each teacher's weight in L_pred's averaged probabilities and in the
             per-teacher terms (normalized to sum to 1; None: equal).
+        teachers: several teacher backbones, in place of ``teacher`` (the config's
+            ``distill.teachers`` holds their specs, which :func:`vidistill.runs.build_objective`
+            builds; None or empty: ``teacher``).
 
     Returned terms (logged as ``train/<name>``): each weighted student term by its name, and in
     parallel mode ``teacher/ce``. Each training batch also gets ``teacher_probabilities``
@@ -68,9 +71,10 @@ class TeacherStudentDistillation(nn.Module):
         parallel: bool = False,
         classifier: str = "separate",
         teacher_weights: Sequence[float] | None = None,
+        teachers: Sequence[Backbone] | None = None,
     ):
         super().__init__()
-        teachers = _teacher_list(teacher, parallel)
+        teachers = _teacher_list(teachers or teacher, parallel)
         if classifier not in CLASSIFIER_MODES:
             raise ValueError(
                 f"classifier must be one of {', '.join(CLASSIFIER_MODES)}, got {classifier!r}"
@@ -170,6 +174,12 @@ def _teacher_list(teacher: Backbone | Sequence[Backbone] | None, parallel: bool)
         )
     if parallel and len(teachers) > 1:
         raise ValueError("parallel distillation trains one teacher; several are serial only")
+    unbuilt = [t for t in teachers if not isinstance(t, nn.Module)]
+    if unbuilt:
+        raise ValueError(
+            f"a teacher must be a backbone, got {type(unbuilt[0]).__name__}: a teacher spec "
+            "(model, checkpoint) is built by vidistill.runs.build_objective"
+        )
     return teachers
 
 
