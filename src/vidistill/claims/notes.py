@@ -75,7 +75,11 @@ BEYOND_NOTES = (
     "Cost: the selector's multiply-adds over a 300-frame video are fewer than one frame of the "
     "student's, so Uniform-k is the largest Uniform budget within the learned arm's total "
     "(see the cost table); the learned arm also reads every frame's audio (128 bytes a frame) "
-    "and dequantizes only its k frames' rgb.",
+    "and dequantizes only its k frames' rgb. Equal in FLOPs is not equal in time: end to end "
+    "the learned students run well below their Uniform-k counterparts' speed-up (measured "
+    "speed-up column), because the reader workers still copy every frame's rgb bytes out of "
+    "the record before the selector has chosen; running the selector in the workers on the "
+    "audio alone, then copying only the chosen frames, is the next step for its speed.",
     "Teachers: the MOD comparison's two teachers, MODNeXtVLAD trained with online "
     "distillation at T = 20 and one NeXtVLAD (the same objective, which for a single model is "
     "its BCE), both see Uniform-30 frames like every video-level arm of the MOD study; the "
