@@ -65,6 +65,17 @@ BEYOND_NOTES = (
     "notes): its student falls below even Uniform-10 trained without a teacher. Weighting the "
     "teachers (distill.teachers[i].weight) was not tried: the weights were fixed, equal, "
     "before the runs.",
+    "What the MOD-teacher claims show, and an open question: MODNeXtVLAD is the stronger "
+    "teacher (its own test GAP, in its teacher run's metrics.json, is above the single "
+    "NeXtVLAD's), yet its students score far below the single NeXtVLAD's students at k = 10 "
+    "and 30, and below Uniform-k students trained without any teacher. Their training curves "
+    "(csv/metrics.csv) show L_CE staying far higher than for the NeXtVLAD teacher's students "
+    "while L_rep is smaller, so the representation term's size alone does not explain it. The "
+    "cause is not established: the suspects are the L_rep target (the mixture's "
+    "gate-weighted member embeddings through a learned projection to their much larger size) "
+    "and L_pred against the online-distilled mixture's probabilities; arms with L_pred + L_CE "
+    "and L_rep + L_CE only, for both teachers, would separate them. Until then this is a "
+    "finding about this recipe, not evidence that a mixture cannot teach.",
     "Design, fixed before the runs: every student is the CPU NeXtVLAD preset with Uniform-k "
     "frames or a learned selector, trained with the fewer-frames recipe of its study (3 epochs, "
     "L_rep + L_pred + L_CE when distilled). The selector (conf/selector/audio.yaml) reads the "
