@@ -16,7 +16,8 @@ from vidistill.inference import Predictor
 from vidistill.inference import predictor as inference
 from vidistill.inference.export import export
 from vidistill.lit.checkpoints import load_model
-from vidistill.runs import build_datamodule, evaluate, train
+from vidistill.runs import build_datamodule, build_objective, evaluate, train
+from vidistill.runs.teachers import expand_teacher_presets
 
 K = 5
 SMALL_MIX = [
@@ -230,3 +231,18 @@ def test_where_the_selector_looks_is_measured_against_uniform_k(selector_student
         "arm,seed,uniform_share,mean_move_bins,videos\na: k=5,0,0.25,0.2,10\na: k=5,1,0.75,0.1,10\n"
     )
     assert "| `a: k=5` | 50.0% | 0.150 | 2 |" in picks_lines(tmp_path)
+
+
+def test_teacher_weights_from_the_config_keep_a_zero(tmp_path):
+    """A teacher spec's weight is its share as given: left out means 1, and 0 stays 0."""
+    cfg = compose_config(
+        tmp_path,
+        [
+            *NEXTVLAD,
+            "distill=serial",
+            "distill.teachers=[{model: logistic, weight: 0}, {model: logistic}]",
+        ],
+    )
+    build_datamodule(cfg)  # settles num_classes
+    expand_teacher_presets(cfg)
+    assert build_objective(cfg).teacher_weights == [0.0, 1.0]

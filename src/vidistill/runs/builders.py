@@ -75,7 +75,8 @@ def build_objective(cfg: DictConfig) -> Any:
     backbones = [_teacher_backbone(cfg, spec) for spec in specs]
     if not several:
         return build(config, teacher=backbones[0])
-    weights = [spec.get("weight") or 1.0 for spec in specs]
+    # A weight left out is 1; a weight of 0 stays 0 (that teacher is then not followed).
+    weights = [1.0 if spec.get("weight") is None else spec.weight for spec in specs]
     return build(config, teacher=backbones, teacher_weights=weights)
 
 
