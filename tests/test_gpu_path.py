@@ -8,25 +8,21 @@ import csv
 import itertools
 import logging
 import math
-import os
 import signal
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
 from hydra_helpers import CONFIG_DIR, NEXTVLAD, compose_config
+from preemption_helpers import SignalAt, fit_resumable
 from vidistill.data import FrameSelection, YT8MDataset
 from vidistill.data.datamodule import YT8MDataModule
 from vidistill.data.loader import EpochLoader
 from vidistill.lit import VideoClassifier
-from vidistill.lit.callbacks import ReseedEachEpoch
-from vidistill.lit.preemption import RandomStateInCheckpoint, StopOnPreemption
-from vidistill.models import build_backbone
 from vidistill.runs import compilation, train
 from vidistill.runs.compilation import compile_backbone
 
@@ -303,47 +299,19 @@ def test_inductor_compiles_a_small_backbone_on_the_cpu():
     torch.testing.assert_close(out, reference.backbone(x), rtol=1e-4, atol=1e-5)
 
 
-class _SignalAt(pl.Callback):
-    """A preemption: SIGTERM to this process (not its workers) after a batch of an epoch."""
-
-    def __init__(self, epoch: int, batch: int):
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _fit(directory: Path, shards: Path, callbacks=(), ckpt_path=None) -> VideoClassifier:
     """Three epochs of a small NeXtVLAD over 21 videos, two persistent workers of 10 and 11
     in batches of 4 (none of a single video, which BatchNorm refuses)."""
-    pl.seed_everything(0)
-    model = VideoClassifier(build_backbone("nextvlad", 10, clusters=4, hidden_size=16), 10)
-    files = str(shards / "*.tfrecord")
-    data = YT8MDataModule(
-        train_files=files,
-        val_files=files,
-        num_classes=10,
+    _, model = fit_resumable(
+        directory,
+        shards,
+        epochs=3,
         batch_size=4,
         num_workers=2,
         persistent_workers=True,
+        before=callbacks,
+        ckpt_path=ckpt_path,
     )
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[
-            ReseedEachEpoch(0),
-            *callbacks,
-            StopOnPreemption(directory / "last.ckpt"),
-            RandomStateInCheckpoint(),
-        ],
-    )
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     return model
 
 
@@ -353,7 +321,7 @@ def test_a_fit_with_persistent_workers_resumes_mid_epoch_exactly(tmp_path, shard
     directory, _ = shards
     straight = _fit(tmp_path / "straight", directory)
     with pytest.raises(SystemExit):
-        _fit(tmp_path / "stopped", directory, [_SignalAt(epoch=1, batch=2)])
+        _fit(tmp_path / "stopped", directory, [SignalAt(signal.SIGTERM, epoch=1, batch=2)])
     resumed = _fit(tmp_path / "stopped", directory, ckpt_path=tmp_path / "stopped" / "last.ckpt")
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name

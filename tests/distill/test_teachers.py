@@ -131,7 +131,7 @@ def test_several_teachers_get_one_projection_each_and_weighted_rep_terms():
         w * torch.sigmoid(t(batch["teacher_frames"], batch["teacher_mask"]).logits)
         for w, t in zip([0.5, 0.25, 0.25], teachers, strict=False)
     )
-    torch.testing.assert_close(batch["teacher_probabilities"], mean)
+    torch.testing.assert_close(batch["teachers"].probabilities(), mean)
 
 
 def test_bad_teacher_lists_are_refused():

@@ -3,7 +3,6 @@ boundary resumes to the weights of a fit never stopped (NeXtVLAD: dropout and Ba
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 from datetime import timedelta
@@ -16,29 +15,10 @@ import torch
 from pytorch_lightning.strategies import DDPStrategy
 
 from ddp_helpers import run_launched_on_two_ranks
+from preemption_helpers import SignalAt, fit_resumable
 from shardtools import write_shards
-from vidistill.data.datamodule import YT8MDataModule
 from vidistill.lit import VideoClassifier
-from vidistill.lit.callbacks import ReseedEachEpoch
-from vidistill.lit.preemption import (
-    Preempted,
-    RandomStateInCheckpoint,
-    StopOnPreemption,
-    random_states,
-    set_random_states,
-)
-from vidistill.models import build_backbone
-
-
-class SignalAt(pl.Callback):
-    """Sends ``signum`` to this process when training batch ``batch`` of ``epoch`` ends."""
-
-    def __init__(self, signum: int, epoch: int, batch: int):
-        self.signum, self.epoch, self.batch = signum, epoch, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            os.kill(os.getpid(), self.signum)
+from vidistill.lit.preemption import Preempted, random_states, set_random_states
 
 
 def fit(
@@ -46,30 +26,15 @@ def fit(
 ) -> tuple[pl.Trainer, VideoClassifier]:
     """Two epochs over the 21 test videos in batches of 3 (7 an epoch); ``before`` and ``after``:
     callbacks whose hooks run before and after StopOnPreemption's."""
-    pl.seed_everything(0)
-    model = VideoClassifier(build_backbone("nextvlad", 10, clusters=4, hidden_size=16), 10)
-    files = str(shards / "*.tfrecord")
-    datamodule = YT8MDataModule(
-        train_files=files, val_files=files, num_classes=10, batch_size=3, num_workers=0
+    return fit_resumable(
+        directory,
+        shards,
+        epochs=2,
+        batch_size=3,
+        before=before,
+        after=after,
+        ckpt_path=ckpt_path,
     )
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[
-            ReseedEachEpoch(0),
-            *before,
-            StopOnPreemption(directory / "last.ckpt"),
-            RandomStateInCheckpoint(),
-            *after,
-        ],
-    )
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    return trainer, model
 
 
 @pytest.mark.parametrize(
@@ -122,34 +87,21 @@ def _fit_on_rank(rank: int, directory: Path, shards: Path, mode: str) -> None:
     """One rank of a 2-rank DDP fit (2 DataLoader workers each): ``straight``, ``stop`` (rank 0
     alone gets SIGUSR1 after batch 2 of epoch 1) or ``resume`` (from the checkpoint ``stop``
     saved). Rank 0 writes the final weights to ``<directory>/<mode>.pt``."""
-    pl.seed_everything(0)
-    model = VideoClassifier(build_backbone("nextvlad", 10, clusters=4, hidden_size=16), 10)
-    files = str(shards / "*.tfrecord")
-    datamodule = YT8MDataModule(
-        train_files=files, val_files=files, num_classes=10, batch_size=2, num_workers=2
-    )
     signaller = [SignalAt(signal.SIGUSR1, epoch=1, batch=2)] if mode == "stop" and rank == 0 else []
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=2,
-        strategy=DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=60)),
-        deterministic=True,
-        limit_val_batches=0,  # no validation: spawned processes are slow enough
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[
-            ReseedEachEpoch(0),
-            *signaller,
-            StopOnPreemption(directory / "last.ckpt"),
-            RandomStateInCheckpoint(),
-        ],
-    )
     checkpoint = directory / "last.ckpt" if mode == "resume" else None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
+        _, model = fit_resumable(
+            directory,
+            shards,
+            epochs=2,
+            batch_size=2,
+            num_workers=2,
+            before=signaller,
+            ckpt_path=checkpoint,
+            devices=2,
+            strategy=DDPStrategy(process_group_backend="gloo", timeout=timedelta(seconds=60)),
+            limit_val_batches=0,  # no validation: spawned processes are slow enough
+        )
     except Preempted as stopped:
         (directory / f"stopped{rank}").write_text(str(stopped.code))
         return

@@ -58,9 +58,9 @@ class TeacherStudentDistillation(nn.Module):
             builds; None or empty: ``teacher``).
 
     Returned terms (logged as ``train/<name>``): each weighted student term by its name, and in
-    parallel mode ``teacher/ce``. Each training batch also gets ``teacher_probabilities``
-    [B, C], the teachers' averaged probabilities (what a learned frame selector is rewarded
-    for agreeing with).
+    parallel mode ``teacher/ce``. Each training batch also gets ``teachers``, the teachers'
+    :class:`~vidistill.distill.teachers.TeacherOutputs`: their averaged probabilities are what a
+    learned frame selector is rewarded for agreeing with, computed only when one asks.
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class TeacherStudentDistillation(nn.Module):
         else:  # each frozen teacher runs once, without autograd
             outputs = [teacher(frames, mask) for teacher in self.teachers]
         teachers = TeacherOutputs(outputs, self.teacher_weights)
-        batch["teacher_probabilities"] = teachers.probabilities().detach()
+        batch["teachers"] = teachers
         for name, weight in self._weights.items():
             if weight:
                 terms[name] = weight * self.terms[name](output, teachers, batch)

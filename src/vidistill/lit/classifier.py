@@ -65,7 +65,8 @@ class VideoClassifier(pl.LightningModule):
             frames the backbone sees from every frame of the batch (``data.sampler=learned``).
             It is trained with the backbone by REINFORCE (the ``selector`` loss term), rewarded
             by the agreement of the backbone's prediction with the teacher's probabilities
-            under distillation (``batch["teacher_probabilities"]``), with the labels without.
+            under distillation (``batch["teachers"].probabilities()``), with the labels
+            without.
     """
 
     def __init__(
@@ -192,7 +193,8 @@ class VideoClassifier(pl.LightningModule):
 
     def _selector_term(self, output: BackboneOutput, choice: FrameChoice, batch: dict):
         """The selector's REINFORCE term; its reward, the mean agreement, is logged."""
-        target = batch.get("teacher_probabilities", batch["labels"])
+        teachers = batch.get("teachers")
+        target = batch["labels"] if teachers is None else teachers.probabilities().detach()
         reward = agreement_reward(output.logits, target)
         self.log("train/selector_reward", reward.mean(), batch_size=len(batch["ids"]))
         return self.selector.reinforce_loss(choice, reward)
