@@ -1,15 +1,15 @@
 """vidistill benchmarks: ``make bench`` (or ``python bench/run.py [section ...]``).
 
 Every figure is a ratio between measurements taken in the same run on the same data, because
-these machines are shared and absolute timings drift by up to 2x between runs.
+these machines are shared and absolute timings drift by up to 2x between runs. Each section runs
+in a process of its own, set up as the entry point it measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +25,7 @@ import inference  # noqa: E402
 import localization  # noqa: E402
 from vidistill.atomic import atomic_write  # noqa: E402
 from vidistill.configs import register_configs  # noqa: E402
+from vidistill.host_memory import keep_freed_memory  # noqa: E402
 
 SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "data": data_pipeline.run,
@@ -33,6 +34,9 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], None]] = {
     "localization": localization.run,
     "inference": inference.run,
 }
+# Sections standing for train.py, which keeps freed host memory for reuse
+# (vidistill.host_memory); the others stand for entry points that leave malloc as it is.
+KEEPS_FREED_MEMORY = ("training", "distillation")
 
 
 def main() -> None:
@@ -50,35 +54,45 @@ def main() -> None:
         help="also write each section's output to SAVE/<NN>-<commit>/<section>.txt, one numbered "
         "directory per run (the README's benchmark section shows every run in results/bench/)",
     )
+    parser.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    register_configs()  # the sections compose conf/ as train.py does
+    if args.in_process:  # one section, in the process its parent started for it
+        _run_section(args.sections[0], args)
+        return
     target = _run_directory(args.save) if args.save else None
     for name in args.sections or SECTIONS:
         print(f"\n== {name} ==", flush=True)
-        output = io.StringIO()
-        with contextlib.redirect_stdout(_Tee(sys.stdout, output)):
-            start = time.perf_counter()
-            SECTIONS[name](args)
-            print(f"({name}: {time.perf_counter() - start:.0f} s)")
+        output = _section_in_own_process(name, args)
         if target is not None:
             target.mkdir(parents=True, exist_ok=True)
-            atomic_write(target / f"{name}.txt", _provenance() + output.getvalue())
+            atomic_write(target / f"{name}.txt", _provenance() + output)
 
 
-class _Tee(io.TextIOBase):
-    """Writes to several streams: the terminal and the section's saved copy."""
+def _run_section(name: str, args: argparse.Namespace) -> None:
+    register_configs()  # the sections compose conf/ as train.py does
+    if name in KEEPS_FREED_MEMORY:
+        keep_freed_memory()
+    start = time.perf_counter()
+    SECTIONS[name](args)
+    print(f"({name}: {time.perf_counter() - start:.0f} s)", flush=True)
 
-    def __init__(self, *streams):
-        self.streams = streams
 
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
+def _section_in_own_process(name: str, args: argparse.Namespace) -> str:
+    """Runs section ``name`` in a fresh interpreter set up as the entry point it stands for
+    (see :data:`KEEPS_FREED_MEMORY`), so that no section inherits another's heap or threads;
+    echoes its output and returns it."""
+    command = [sys.executable, __file__, name, "--in-process"]
+    command += ["--work-dir", args.work_dir, "--repeats", str(args.repeats)]
+    lines = []
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its lines as they come
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+    if process.returncode:
+        raise SystemExit(f"bench section {name} failed (exit status {process.returncode})")
+    return "".join(lines)
 
 
 def _run_directory(root: Path) -> Path:

@@ -14,9 +14,11 @@ from model_reference import assert_close, assert_same_state, reference_pooling
 from vidistill.models.layers import batch_norm_together, pack
 from vidistill.models.nextvlad_pooling import (
     NeXtVLADPooling,
+    _balanced_runs,
     _padded_sums,
     _PerVideoSums,
     _SharedInputProducts,
+    for_each_video,
     per_video_sums,
     pool_together,
 )
@@ -132,6 +134,104 @@ def test_equal_length_sums_are_the_per_video_sums():
         per_video_sums(a, v, mask), _PerVideoSums.apply(a, v, [4, 4, 4]), strict=True
     ):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _sums_and_gradients(a, v, mask, threads):
+    """per_video_sums and the gradients of a fixed function of them, on ``threads`` threads."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, v = a.detach().requires_grad_(), v.detach().requires_grad_()
+        products, sums = per_video_sums(a, v, mask)
+        (products.square().sum() + sums.sin().sum()).backward()
+        return products, sums, a.grad, v.grad
+    finally:
+        torch.set_num_threads(saved)
+
+
+def test_videos_shared_among_threads_give_the_one_thread_results_exactly(two_threads):
+    """The loop over videos split between two threads: every sum and gradient bit-identical to
+    one thread's, the thread count restored, under no_grad and inference mode too."""
+    lengths = torch.tensor([7, 1, 0, 12, 5, 9, 3])
+    mask = torch.arange(12) < lengths[:, None]
+    a = torch.randn(2, int(lengths.sum()), 3, 4)
+    v = torch.randn(2, int(lengths.sum()), 3, 5)
+    one = _sums_and_gradients(a, v, mask, threads=1)
+    two = _sums_and_gradients(a, v, mask, threads=2)
+    for expected, got in zip(one, two, strict=True):
+        assert torch.equal(expected, got)
+    assert torch.get_num_threads() == 2
+    with torch.inference_mode():
+        inferred = per_video_sums(a, v, mask)
+    with torch.no_grad():
+        unrecorded = per_video_sums(a, v, mask)
+    for expected, got, other in zip(one[:2], inferred, unrecorded, strict=True):
+        assert torch.equal(expected, got) and torch.equal(expected, other)
+    assert inferred[0].is_inference()
+
+
+def test_threads_work_in_the_callers_autocast(two_threads):
+    """Under CPU bf16 autocast both threads' products come out in bf16, as one thread's do."""
+    mask = torch.arange(6) < torch.tensor([6, 2, 5, 4])[:, None]
+    a, v = torch.randn(1, 17, 2, 3), torch.randn(1, 17, 2, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        products, _ = per_video_sums(a, v, mask)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        expected, _ = per_video_sums(a, v, mask)
+        torch.set_num_threads(saved)
+    assert products.dtype == expected.dtype == torch.bfloat16
+    assert torch.equal(products, expected)
+
+
+def test_an_error_in_a_thread_reaches_the_caller(two_threads):
+    """A failing video in the pool's share raises in the caller, and the thread count is
+    restored."""
+
+    def work(video, start, end):
+        if video == 3:
+            raise ValueError(f"video {video} rows {start}:{end}")
+        return video
+
+    with pytest.raises(ValueError, match="video 3 rows 6:8"):
+        for_each_video(work, [2, 2, 2, 2], torch.device("cpu"))
+    assert torch.get_num_threads() == 2
+    assert for_each_video(
+        lambda video, start, end: (video, start, end), [2, 0, 1], torch.device("cpu")
+    ) == [
+        (0, 0, 2),
+        (1, 2, 2),
+        (2, 2, 3),
+    ]
+
+
+@pytest.mark.parametrize(
+    "lengths, parts",
+    [
+        ([5, 5, 5, 5], 2),
+        ([1, 1, 100], 2),
+        ([100, 1, 1], 2),
+        ([3], 4),
+        ([], 2),
+        ([0, 0], 2),
+        ([4, 9, 2, 7, 7, 1, 8], 3),
+    ],
+)
+def test_balanced_runs_cover_every_video_once_in_order(lengths, parts):
+    runs = _balanced_runs(lengths, parts)
+    assert [video for run in runs for video in run] == list(range(len(lengths)))
+    assert 1 <= len(runs) <= max(parts, 1)
+    assert all(len(run) for run in runs) or lengths == []
+    if lengths == [5, 5, 5, 5]:
+        assert runs == [range(0, 2), range(2, 4)]
 
 
 def test_shared_input_products_are_each_layer_and_their_gradients_are_exact():

@@ -22,7 +22,9 @@ Where a training step spends its time, and what this implementation does about i
 * Aggregation. Each video's residual sum is one matmul over its own frames and groups (a loop
   over videos, :func:`per_video_sums`), not a batched matmul over frames padded to T, which
   copied the expanded frames into a padded tensor twice their size and multiplied the padding.
-  A traced graph (TorchScript, ONNX) needs a batch-size-free form and takes the padded one.
+  The videos are shared among the torch threads, each op on one thread
+  (:func:`for_each_video`). A traced graph (TorchScript, ONNX) needs a batch-size-free form and
+  takes the padded one.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Hashable, Sequence
+import os
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,8 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from vidistill.models.layers import TF_BN_EPS, TF_BN_MOMENTUM, batch_norm_together, unpack
+
+_Result = TypeVar("_Result")
 
 
 class NeXtVLADPooling(nn.Module):
@@ -254,19 +261,88 @@ def _padded_sums(
     return products.view(batch, members, clusters, -1), assigned.sum(2)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Run the enclosed (small) CPU ops on one thread. A video's product is too small to gain
-    much from splitting over threads, and every parallel region waits for all threads: on cores
-    shared with other processes the per-video loop ran 13-25x slower on 2 threads than on 1
-    (measured on a 2-vCPU machine), while on a quiet machine 2 threads saved about 4% of a
-    NeXtVLAD training step."""
+def for_each_video(
+    work: Callable[[int, int, int], _Result], lengths: Sequence[int], device: torch.device
+) -> list[_Result]:
+    """``work(video, start, end)`` for every video of a packed batch (``start:end``: its rows),
+    the results in video order.
+
+    A video's matmuls are too small to gain much from splitting over OpenMP threads, and every
+    parallel region waits for all of its threads: on cores shared with other processes a
+    per-video loop ran 13-25x slower on 2 OpenMP threads than on 1 (measured on a 2-vCPU
+    machine). So every op here runs on one thread, and the videos are shared out instead: with
+    ``torch.get_num_threads()`` = P > 1, P Python threads (the caller's and P - 1 of a pool;
+    torch releases the GIL inside its ops) each take a run of consecutive videos of about the
+    same number of frames, and meet once at the end. Each video's ops are the same as in a
+    plain loop, so the results are too. The pool's threads work in the caller's grad,
+    inference and autocast modes (all three are per thread). On other devices than the CPU
+    the loop runs in the calling thread.
+    """
+    bounds = list(itertools.pairwise(itertools.accumulate(lengths, initial=0)))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # process-wide; pool threads take it at their first op
     try:
-        yield
+        runs = _balanced_runs(lengths, threads if device.type == "cpu" else 1)
+        if len(runs) == 1:
+            return [work(video, *bounds[video]) for video in runs[0]]
+        modes = _caller_modes()
+
+        def run(videos: range) -> list[_Result]:
+            with modes():
+                return [work(video, *bounds[video]) for video in videos]
+
+        futures = [_pool(len(runs) - 1).submit(run, videos) for videos in runs[1:]]
+        results = run(runs[0])
+        for future in futures:  # waits for all, re-raises the first error
+            results += future.result()
+        return results
     finally:
         torch.set_num_threads(threads)
+
+
+def _caller_modes() -> Callable[[], contextlib.AbstractContextManager]:
+    """A context that puts another thread in the calling thread's grad, inference and CPU
+    autocast modes."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast, dtype = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
+
+    @contextlib.contextmanager
+    def modes():
+        with (
+            torch.inference_mode(inference),
+            torch.set_grad_enabled(grad),
+            torch.autocast("cpu", dtype=dtype, enabled=autocast),
+        ):
+            yield
+
+    return modes
+
+
+def _balanced_runs(lengths: Sequence[int], parts: int) -> list[range]:
+    """Consecutive videos in at most ``parts`` non-empty runs of about equal total length."""
+    total, runs, first, done = sum(lengths), [], 0, 0
+    for video, length in enumerate(lengths):
+        done += length
+        if done * parts >= total * (len(runs) + 1) and len(runs) < parts - 1:
+            runs.append(range(first, video + 1))
+            first = video + 1
+    if first < len(lengths) or not runs:
+        runs.append(range(first, len(lengths)))
+    return runs
+
+
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads for :func:`for_each_video`, made anew after a
+    fork (a forked child has the object but not its threads) or for another size."""
+    global _POOL
+    if _POOL is None or _POOL[:2] != (os.getpid(), workers):
+        if _POOL is not None and _POOL[0] == os.getpid():
+            _POOL[2].shutdown(wait=False)
+        _POOL = (os.getpid(), workers, ThreadPoolExecutor(workers, "vidistill-videos"))
+    return _POOL[2]
 
 
 class _PerVideoSums(torch.autograd.Function):
@@ -277,13 +353,14 @@ class _PerVideoSums(torch.autograd.Function):
     def forward(ctx, assignment, values, lengths):
         ctx.save_for_backward(assignment, values)
         ctx.lengths = lengths
-        videos = list(zip(assignment.split(lengths, 1), values.split(lengths, 1), strict=True))
-        with _one_thread():
+
+        def video_sums(video: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+            a, v = assignment[:, start:end], values[:, start:end]  # [M, L, R, K or D]
             # [M, L * R, K]^T @ [M, L * R, D]: the frames and rows of one video are contiguous.
-            products = [
-                torch.bmm(a.flatten(1, 2).transpose(1, 2), v.flatten(1, 2)) for a, v in videos
-            ]
-            return torch.stack(products), torch.stack([a.sum(1) for a, _ in videos])
+            return torch.bmm(a.flatten(1, 2).transpose(1, 2), v.flatten(1, 2)), a.sum(1)
+
+        products, sums = zip(*for_each_video(video_sums, lengths, assignment.device), strict=True)
+        return torch.stack(products), torch.stack(sums)
 
     @staticmethod
     @once_differentiable
@@ -300,16 +377,15 @@ class _PerVideoSums(torch.autograd.Function):
             assignment.new_empty(assignment.shape) if ctx.needs_input_grad[0] else None
         )
         grad_values = values.new_empty(values.shape) if ctx.needs_input_grad[1] else None
-        bounds = itertools.pairwise(itertools.accumulate(ctx.lengths, initial=0))
-        with _one_thread():
-            for video, (start, end) in enumerate(bounds):
-                a, v = assignment[:, start:end], values[:, start:end]  # [M, L, R, K or D]
-                if grad_assignment is not None:  # [M, L * R, D] @ [M, D, K], + the sums'
-                    block = grad_assignment[:, start:end]
-                    torch.bmm(v.flatten(1, 2), grad[video].transpose(1, 2), out=block.flatten(1, 2))
-                    block.add_(grad_sums[video].unsqueeze(1))
-                if grad_values is not None:  # [M, L * R, K] @ [M, K, D]
-                    torch.bmm(
-                        a.flatten(1, 2), grad[video], out=grad_values[:, start:end].flatten(1, 2)
-                    )
+
+        def video_gradients(video: int, start: int, end: int) -> None:
+            a, v = assignment[:, start:end], values[:, start:end]  # [M, L, R, K or D]
+            if grad_assignment is not None:  # [M, L * R, D] @ [M, D, K], + the sums'
+                block = grad_assignment[:, start:end]
+                torch.bmm(v.flatten(1, 2), grad[video].transpose(1, 2), out=block.flatten(1, 2))
+                block.add_(grad_sums[video].unsqueeze(1))
+            if grad_values is not None:  # [M, L * R, K] @ [M, K, D]
+                torch.bmm(a.flatten(1, 2), grad[video], out=grad_values[:, start:end].flatten(1, 2))
+
+        for_each_video(video_gradients, ctx.lengths, assignment.device)
         return grad_assignment, grad_values, None
