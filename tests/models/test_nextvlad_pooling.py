@@ -270,3 +270,20 @@ def test_batch_norms_together_are_the_norms_one_by_one(settings, training):
         assert_close(got, expected)
     for new, old in zip(norms, alone, strict=True):
         assert_same_state(new, old)
+
+
+def test_flops_counted_on_two_threads_are_one_threads(two_threads):
+    """A FlopCounterMode sees only its own thread's ops: under it the videos are not shared
+    out, so a count does not depend on the thread count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mask = torch.arange(9) < torch.tensor([9, 4, 7, 2])[:, None]
+    a, v = torch.randn(1, 22, 2, 3), torch.randn(1, 22, 2, 4)
+    counts = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            per_video_sums(a, v, mask)
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 2 * 22 * 2 * 3 * 4

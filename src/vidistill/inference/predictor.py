@@ -34,6 +34,7 @@ from vidistill.devices import resolve_device
 from vidistill.inference.writers import open_prediction_file
 from vidistill.lit.checkpoints import load_model
 from vidistill.models.mixture import member_path, subtree
+from vidistill.models.selection import run_on_choice
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,8 @@ class Predictor:
     def probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Class probabilities [B, C] of dequantized frames [B, T, D] with mask [B, T] (every
         frame of the videos for a model with a learned selector, which picks its k)."""
-        if self.selector is not None:
-            choice = self.selector(frames, mask)
-            frames, mask = choice.gather(frames), choice.mask
-        return self._backbone_probabilities(frames, mask)
+        output, _ = run_on_choice(self.backbone, self.selector, frames, mask)
+        return torch.sigmoid(output.logits)
 
     @torch.inference_mode()
     def _backbone_probabilities(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

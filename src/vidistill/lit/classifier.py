@@ -14,7 +14,7 @@ from vidistill.distill import LabelLoss, multilabel_bce
 from vidistill.metrics import SegmentMAPAtK, video_metrics
 from vidistill.models.base import BackboneOutput
 from vidistill.models.mixture import place
-from vidistill.models.selection import FrameChoice, agreement_reward
+from vidistill.models.selection import FrameChoice, agreement_reward, run_on_choice
 
 TASKS = ("video", "segment")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -162,10 +162,7 @@ class VideoClassifier(pl.LightningModule):
     def _predict(
         self, frames: torch.Tensor, mask: torch.Tensor
     ) -> tuple[BackboneOutput, FrameChoice | None]:
-        if self.selector is None:
-            return self.backbone(frames, mask), None
-        choice = self.selector(frames, mask)
-        return self.backbone(choice.gather(frames), choice.mask), choice
+        return run_on_choice(self.backbone, self.selector, frames, mask)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         output, choice = self._predict(batch["frames"], batch["mask"])

@@ -275,14 +275,15 @@ def for_each_video(
     torch releases the GIL inside its ops) each take a run of consecutive videos of about the
     same number of frames, and meet once at the end. Each video's ops are the same as in a
     plain loop, so the results are too. The pool's threads work in the caller's grad,
-    inference and autocast modes (all three are per thread). On other devices than the CPU
+    inference and autocast modes (all three are per thread). On other devices than the CPU,
+    and under a dispatch mode (FlopCounterMode and the like see only their own thread's ops),
     the loop runs in the calling thread.
     """
     bounds = list(itertools.pairwise(itertools.accumulate(lengths, initial=0)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # process-wide; pool threads take it at their first op
     try:
-        runs = _balanced_runs(lengths, threads if device.type == "cpu" else 1)
+        runs = _balanced_runs(lengths, threads if _may_share(device) else 1)
         if len(runs) == 1:
             return [work(video, *bounds[video]) for video in runs[0]]
         modes = _caller_modes()
@@ -298,6 +299,11 @@ def for_each_video(
         return results
     finally:
         torch.set_num_threads(threads)
+
+
+def _may_share(device: torch.device) -> bool:
+    """Whether the videos may be shared among threads: CPU tensors, no dispatch mode active."""
+    return device.type == "cpu" and torch._C._len_torch_dispatch_stack() == 0
 
 
 def _caller_modes() -> Callable[[], contextlib.AbstractContextManager]:

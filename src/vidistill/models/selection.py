@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidistill.features import FEATURE_SIZE, RGB_SIZE
+from vidistill.models.base import BackboneOutput
 
 SIGNALS = {"audio": (RGB_SIZE, FEATURE_SIZE)}
 """The cheap signals a selector may read: the columns ``[start, stop)`` of a frame's features."""
@@ -61,6 +62,17 @@ class FrameChoice:
         index = self.indices.unsqueeze(-1).expand(-1, -1, frames.shape[-1])
         chosen = frames.gather(1, index)
         return chosen * self.mask.unsqueeze(-1).to(chosen.dtype)
+
+
+def run_on_choice(
+    backbone: nn.Module, selector: nn.Module | None, frames: torch.Tensor, mask: torch.Tensor
+) -> tuple[BackboneOutput, FrameChoice | None]:
+    """``backbone`` on the frames ``selector`` picks from frames [B, T, D] with mask [B, T]
+    (on all of them without a selector): its output and the choice (None without one)."""
+    if selector is None:
+        return backbone(frames, mask), None
+    choice = selector(frames, mask)
+    return backbone(choice.gather(frames), choice.mask), choice
 
 
 def bin_of_frames(lengths: torch.Tensor, k: int, frames: int) -> torch.Tensor:
