@@ -55,6 +55,35 @@ def test_freed_tensors_are_reused_without_fresh_pages():
         assert faults > 0.5 * pages
 
 
+TRIM_SCRIPT = """
+import json, os, torch
+from vidistill.host_memory import kept_while
+
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+with kept_while() as kept:
+    before = resident()
+    tensors = [torch.empty(50 << 20, dtype=torch.uint8).fill_(1) for _ in range(8)]
+    del tensors
+    inside = resident()
+print(json.dumps({"kept": kept, "before": before, "inside": inside, "after": resident()}))
+"""
+
+
+@pytest.mark.skipif(_glibc() is None, reason="the thresholds are glibc's")
+def test_a_run_gives_back_what_it_kept_when_it_ends():
+    """Inside the block 400 MB freed stay resident (kept for reuse); after it they are gone,
+    so runs one after another in a process do not pile up their heaps."""
+    result = subprocess.run(
+        [sys.executable, "-c", TRIM_SCRIPT], capture_output=True, text=True, check=True
+    )
+    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    assert sizes["kept"] is True
+    assert sizes["inside"] - sizes["before"] > 350e6
+    assert sizes["after"] - sizes["before"] < 50e6
+
+
 def test_other_settings_do_nothing_outside_glibc(monkeypatch):
     """Without glibc the call declines and says so by its result."""
     from vidistill import host_memory

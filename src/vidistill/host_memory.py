@@ -12,8 +12,10 @@ into memory already owned (``make bench``: its training and distillation section
 come from the heap and freed ones are reused by the next step. The price is that the process
 keeps its peak heap until it exits, as PyTorch's CUDA caching allocator keeps device memory.
 
-Training runs set it (:func:`vidistill.runs.train_run`); ``VIDISTILL_HOST_MEMORY=system`` leaves
-the C library as it is. Processes forked afterwards (DataLoader workers) inherit the setting, and
+Training runs set it and give the free part of the heap back when they end
+(:func:`kept_while`, around :func:`vidistill.runs.train_run`), so that jobs run one after another
+in one process (a multirun, the test suite) do not pile up what each kept;
+``VIDISTILL_HOST_MEMORY=system`` leaves the C library as it is. Processes forked afterwards (DataLoader workers) inherit the setting, and
 share the kept heap copy-on-write: while they live, the parent's first write to each kept page
 copies it. Training forks its workers once an epoch, so that is paid once an epoch; a process
 that forks reader workers for pass after pass over little data (``predict_to_file`` in a loop)
@@ -22,11 +24,13 @@ pays it every pass, which is why inference leaves malloc as it is.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,18 @@ def keep_freed_memory() -> bool:
     return bool(done)
 
 
+@contextlib.contextmanager
+def kept_while() -> Iterator[bool]:
+    """:func:`keep_freed_memory` for the enclosed block (yields whether it is in force), then
+    the heap's free memory goes back to the OS (``malloc_trim``); the thresholds stay."""
+    kept = keep_freed_memory()
+    try:
+        yield kept
+    finally:
+        if kept:
+            _glibc().malloc_trim(0)
+
+
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library if it is glibc (the one with mallopt's thresholds)."""
     try:
@@ -63,4 +79,5 @@ def _glibc() -> ctypes.CDLL | None:
     except (OSError, AttributeError):
         return None
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
     return libc

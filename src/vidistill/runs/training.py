@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from vidistill.data.frames import FrameSelection
-from vidistill.host_memory import keep_freed_memory
+from vidistill.host_memory import kept_while
 from vidistill.layout import final_checkpoint, write_record
 from vidistill.lit.checkpoints import RunConfigInCheckpoint, check_resume_compatible
 from vidistill.models.base import count_parameters
@@ -68,7 +68,11 @@ def job_overrides() -> list[str] | None:
 def train_run(cfg: DictConfig, overrides: list[str] | None) -> float | None:
     """:func:`train`, the run identified by ``overrides`` (None: by its directory alone) for
     skipping and resuming."""
-    keep_freed_memory()
+    with kept_while():
+        return _train_run(cfg, overrides)
+
+
+def _train_run(cfg: DictConfig, overrides: list[str] | None) -> float | None:
     finished = finished_record(cfg, overrides)
     if finished is not None:
         # A sweep run again into its directory fills in only the jobs that did not finish.
