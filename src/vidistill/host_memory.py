@@ -10,7 +10,7 @@ into memory already owned (``make bench``: its training and distillation section
 
 :func:`keep_freed_memory` raises the mmap threshold and the trim threshold, so that large tensors
 come from the heap and freed ones are reused by the next step. The price is that the process
-keeps its peak heap until it exits, as PyTorch's CUDA caching allocator keeps device memory.
+keeps its peak heap while it trains, as PyTorch's CUDA caching allocator keeps device memory.
 
 Training runs set it and give the free part of the heap back when they end
 (:func:`kept_while`, around :func:`vidistill.runs.train_run`), so that jobs run one after another
