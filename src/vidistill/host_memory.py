@@ -15,11 +15,12 @@ keeps its peak heap while it trains, as PyTorch's CUDA caching allocator keeps d
 Training runs set it and give the free part of the heap back when they end
 (:func:`kept_while`, around :func:`vidistill.runs.train_run`), so that jobs run one after another
 in one process (a multirun, the test suite) do not pile up what each kept;
-``VIDISTILL_HOST_MEMORY=system`` leaves the C library as it is. Processes forked afterwards (DataLoader workers) inherit the setting, and
-share the kept heap copy-on-write: while they live, the parent's first write to each kept page
-copies it. Training forks its workers once an epoch, so that is paid once an epoch; a process
-that forks reader workers for pass after pass over little data (``predict_to_file`` in a loop)
-pays it every pass, which is why inference leaves malloc as it is.
+``VIDISTILL_HOST_MEMORY=system`` leaves the C library as it is. Processes forked afterwards
+(DataLoader workers) inherit the setting, and share the kept heap copy-on-write: while they
+live, the parent's first write to each kept page copies it. Training forks its workers once an
+epoch, so that is paid once an epoch; a process that forks reader workers for pass after pass
+over little data (``predict_to_file`` in a loop) pays it every pass, which is why inference
+leaves malloc as it is.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def kept_while() -> Iterator[bool]:
             _glibc().malloc_trim(0)
 
 
+@functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library if it is glibc (the one with mallopt's thresholds)."""
     try:
